@@ -1,0 +1,173 @@
+"""DraftClient: starts, talks to, and restarts the draft server process.
+
+Local-only IPC: a ZMQ DEALER socket on ``ipc://<private dir>/draft-<pid>-<n>.sock``
+(the directory is created 0700), plus a random token checked in the handshake.
+No port is ever opened. Failures (death, timeout, error reply) raise
+``DraftServerUnavailable``; the caller decides what to do without drafts.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from itertools import count
+
+import msgspec
+import zmq
+
+from vllm_ssd import envs
+from vllm_ssd import protocol as P
+from vllm_ssd.settings import SSDSettings
+
+logger = logging.getLogger(__name__)
+_THREAD_ENV = ("OMP_NUM_THREADS", "OMP_PLACES", "OMP_PROC_BIND", "GOMP_CPU_AFFINITY",
+               "KMP_AFFINITY", "KMP_BLOCKTIME", "KMP_TPAUSE")
+POLL_SLICE_MS = 20
+
+
+class DraftServerUnavailable(RuntimeError):
+    pass
+
+
+@dataclass
+class ServerProcess:
+    process: subprocess.Popen
+    socket_path: str
+    token: str
+
+
+def runtime_dir(settings: SSDSettings) -> str:
+    path = settings.runtime_dir or os.path.join(tempfile.gettempdir(), f"vllm-ssd-{os.getpid()}")
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    return path
+
+
+class DraftClient:
+    def __init__(self, settings: SSDSettings, hello: P.Hello):
+        self.settings = settings
+        self.hello = hello
+        self.context = zmq.Context()
+        self.socket: zmq.Socket | None = None
+        self.server: ServerProcess | None = None
+        self.reply_info: P.HelloReply | None = None
+        self.sequence = count()
+        self.awaiting_hello = False
+
+    def start(self, wait: bool = True) -> None:
+        """Spawns the server and sends the handshake; with ``wait`` blocks for its reply."""
+        self.close_server()
+        path = os.path.join(runtime_dir(self.settings),
+                            f"draft-{os.getpid()}-{secrets.token_hex(4)}.sock")
+        token = secrets.token_hex(16)
+        self.server = ServerProcess(self._spawn(path, token), path, token)
+        self.socket = self.context.socket(zmq.DEALER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.connect(f"ipc://{path}")
+        self.socket.send(P.encode(msgspec.structs.replace(self.hello, token=token)))
+        self.awaiting_hello = True
+        if wait:
+            self._finish_handshake(self.settings.startup_timeout_s)
+
+    def _spawn(self, path: str, token: str) -> subprocess.Popen:
+        env = {k: v for k, v in os.environ.items() if k not in _THREAD_ENV}
+        env[envs.IPC_TOKEN] = token
+        command = [sys.executable, "-m", "vllm_ssd.server", "--socket", path,
+                   "--settings-json", self.settings.model_dump_json(),
+                   "--parent-pid", str(os.getpid())]
+        return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
+
+    def ready(self) -> bool:
+        """Non-blocking: completes a pending handshake if its reply has arrived."""
+        if not self.awaiting_hello:
+            return self.server is not None
+        try:
+            self._finish_handshake(0.0)
+        except DraftServerUnavailable as error:
+            logger.warning("draft server restart failed: %s", error)
+            self.close_server()
+            return False
+        return not self.awaiting_hello
+
+    def _finish_handshake(self, timeout_s: float) -> None:
+        reply = self._receive(timeout_s, allow_pending=timeout_s == 0.0)
+        if reply is None:
+            return
+        if not isinstance(reply, P.HelloReply) or not reply.ok:
+            error = getattr(reply, "error", repr(reply))
+            self.close_server()
+            raise DraftServerUnavailable(f"draft server failed to start: {error}")
+        self.reply_info = reply
+        self.awaiting_hello = False
+
+    def step(self, request: P.StepRequest) -> P.StepReply:
+        if self.server is None or self.awaiting_hello:
+            raise DraftServerUnavailable("draft server is not running")
+        request.seq = next(self.sequence)
+        self.socket.send(P.encode(request))
+        while True:
+            reply = self._receive(self.settings.ipc_timeout_s, allow_pending=False)
+            if isinstance(reply, P.ErrorReply):
+                raise DraftServerUnavailable(f"draft server error: {reply.error}")
+            if isinstance(reply, P.StepReply) and reply.seq == request.seq:
+                return reply
+
+    def stats(self, timeout_s: float = 5.0) -> dict[str, float]:
+        if self.server is None or self.awaiting_hello:
+            raise DraftServerUnavailable("draft server is not running")
+        self.socket.send(P.encode(P.StatsRequest()))
+        while True:
+            reply = self._receive(timeout_s, allow_pending=False)
+            if isinstance(reply, P.StatsReply):
+                return reply.stats
+
+    def _receive(self, timeout_s: float, allow_pending: bool):
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self.socket.poll(POLL_SLICE_MS if not allow_pending else 0):
+                return P.decode(self.socket.recv())
+            if self.server.process.poll() is not None:
+                raise DraftServerUnavailable(
+                    f"draft server exited with code {self.server.process.returncode}")
+            if allow_pending:
+                return None
+            if time.monotonic() > deadline:
+                raise DraftServerUnavailable(f"no reply from the draft server in {timeout_s} s")
+
+    @property
+    def pid(self) -> int | None:
+        return self.server.process.pid if self.server else None
+
+    def close_server(self) -> None:
+        """Stops the server process (message, then SIGTERM, then SIGKILL)."""
+        if self.socket is not None and self.server is not None:
+            try:
+                self.socket.send(P.encode(P.Shutdown()), zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass
+        if self.server is not None:
+            _stop_process(self.server.process)
+            if os.path.exists(self.server.socket_path):
+                os.unlink(self.server.socket_path)
+        if self.socket is not None:
+            self.socket.close()
+        self.socket, self.server, self.awaiting_hello = None, None, False
+
+    def close(self) -> None:
+        self.close_server()
+        self.context.term()
+
+
+def _stop_process(process: subprocess.Popen) -> None:
+    for action, wait in ((None, 5.0), (process.terminate, 5.0), (process.kill, 5.0)):
+        if action is not None:
+            action()
+        try:
+            process.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue

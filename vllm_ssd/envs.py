@@ -1,0 +1,56 @@
+"""Every ``VLLM_SSD_*`` environment variable the project reads, in one place.
+
+Settings variables map one-to-one onto fields of ``SSDSettings`` (the variable
+name is ``VLLM_SSD_`` + the field name in upper case). A ``VLLM_SSD_*`` variable
+that is neither a setting nor listed below is an error, so typos do not pass
+silently.
+"""
+from __future__ import annotations
+
+import os
+
+PREFIX = "VLLM_SSD_"
+
+# Not settings:
+CONFIG_FILE = "VLLM_SSD_CONFIG"  # path of a JSON file of SSD settings
+MODELS_DIR = "VLLM_SSD_MODELS"  # where examples/benchmarks build the offline Qwen pair
+IPC_TOKEN = "VLLM_SSD_IPC_TOKEN"  # internal: handshake token handed to the draft server
+OTHER_VARIABLES = (CONFIG_FILE, MODELS_DIR, IPC_TOKEN)
+
+SETTING_FIELDS = (
+    "draft_model", "draft_device", "draft_dtype", "draft_cpus", "mode", "fanout_budget",
+    "fanout_r", "saguaro_c", "backup", "build_plan", "build_deadline", "ipc_timeout_s",
+    "startup_timeout_s", "block_size", "kv_cache_tokens", "sim_hit_rate", "log_interval_s",
+    "seed",
+)
+
+
+def env_name(field: str) -> str:
+    return PREFIX + field.upper()
+
+
+def setting_variables(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Settings given through the environment: field name -> raw string value.
+
+    Raises ``KeyError`` naming the first unknown ``VLLM_SSD_*`` variable.
+    """
+    environ = os.environ if environ is None else environ
+    known = {env_name(field): field for field in SETTING_FIELDS}
+    found = {}
+    for name, value in environ.items():
+        if not name.startswith(PREFIX) or name in OTHER_VARIABLES:
+            continue
+        if name not in known:
+            raise KeyError(name)
+        found[known[name]] = value
+    return found
+
+
+def config_file(environ: dict[str, str] | None = None) -> str | None:
+    environ = os.environ if environ is None else environ
+    return environ.get(CONFIG_FILE) or None
+
+
+def models_dir(environ: dict[str, str] | None = None) -> str:
+    environ = os.environ if environ is None else environ
+    return environ.get(MODELS_DIR) or os.path.expanduser("~/.cache/vllm-ssd-models")

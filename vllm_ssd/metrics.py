@@ -1,0 +1,149 @@
+"""SSD metrics: the periodic log line, the ``vllm:ssd_*`` Prometheus series and
+the offline accessor ``get_ssd_metrics(llm)``.
+
+The draft server owns the cumulative counters (carried across restarts). Readers
+ask it over its private socket: a Prometheus collector registered in the process
+that built the engine config (the API server for ``vllm serve``, the ``LLM``
+process offline) scans that process's runtime directory at every scrape, so the
+same numbers reach ``/metrics`` and ``LLM.get_metrics()``.
+"""
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import time
+
+logger = logging.getLogger(__name__)
+
+# (prometheus name, stats key or vector prefix, label name, help)
+COUNTERS = (
+    ("vllm:ssd_cache_lookups", "lookups", "", "Speculation-cache lookups (rows with an outcome)"),
+    ("vllm:ssd_cache_hits", "hits", "", "Lookups answered from the speculation cache"),
+    ("vllm:ssd_drafted_tokens", "drafted_tokens", "", "Draft tokens returned to vLLM"),
+    ("vllm:ssd_accepted_tokens", "accepted_tokens", "", "Draft tokens accepted by the target"),
+    ("vllm:ssd_build_rounds", "build_rounds", "", "Speculation-cache builds"),
+    ("vllm:ssd_build_seconds", "build_seconds", "", "Time spent building the cache"),
+    ("vllm:ssd_branches", "branches", "", "Branches pre-drafted"),
+    ("vllm:ssd_server_restarts", "restarts", "", "Draft server restarts"),
+    ("vllm:ssd_accepted_length", "accepted_length", "k", "Rounds by number of accepted drafts"),
+    ("vllm:ssd_accepted_per_position", "accepted_per_pos", "position", "Accepted drafts per position"),
+    ("vllm:ssd_proposed_per_position", "proposed_per_pos", "position", "Proposed drafts per position"),
+    ("vllm:ssd_hits_per_k", "hits_per_k", "k", "Cache hits by accepted count k"),
+    ("vllm:ssd_lookups_per_k", "lookups_per_k", "k", "Cache lookups by accepted count k"),
+)
+
+
+def summary(stats: dict[str, float]) -> dict[str, float]:
+    """Derived rates from cumulative (or delta) stats."""
+    def ratio(a: str, b: str) -> float:
+        return stats.get(a, 0.0) / stats[b] if stats.get(b) else 0.0
+    return {
+        "hit_rate": ratio("hits", "lookups"),
+        "mean_accepted_tokens": ratio("accepted_tokens", "outcomes"),
+        "mean_build_fraction": ratio("build_fraction_sum", "build_rounds"),
+        "branches_per_round": ratio("branches", "build_rounds"),
+        "mean_branch_depth": ratio("branch_depth_sum", "build_rounds"),
+    }
+
+
+class StatsLogger:
+    def __init__(self, interval_s: float, log_fn=logger.info):
+        self.interval_s = interval_s
+        self.log_fn = log_fn
+        self.last_time = time.monotonic()
+        self.last: dict[str, float] = {}
+
+    def maybe_log(self, stats: dict[str, float]) -> None:
+        now = time.monotonic()
+        if self.interval_s <= 0 or now - self.last_time < self.interval_s:
+            return
+        delta = {k: v - self.last.get(k, 0.0) for k, v in stats.items()}
+        rates = summary(delta)
+        self.log_fn(
+            "SSD metrics: cache hit rate %.1f%% (%d lookups), mean accepted drafts %.2f, "
+            "cache build %.2f of a target step, %.1f branches/round (depth %.1f), backup "
+            "neural %d rows / ngram %d rows",
+            100 * rates["hit_rate"], delta.get("lookups", 0), rates["mean_accepted_tokens"],
+            rates["mean_build_fraction"], rates["branches_per_round"], rates["mean_branch_depth"],
+            delta.get("backup_neural_rows", 0), delta.get("backup_ngram_rows", 0))
+        self.last, self.last_time = dict(stats), now
+
+
+def process_runtime_root() -> str:
+    """Directory under which this process's engines put their draft-server sockets."""
+    import tempfile
+    return os.path.join(tempfile.gettempdir(), f"vllm-ssd-{os.getpid()}")
+
+
+def read_stats(runtime_dir: str, timeout_s: float = 2.0) -> dict[str, float]:
+    """Sum of the stats of every draft server with a socket under ``runtime_dir``."""
+    import zmq
+
+    from vllm_ssd import protocol as P
+
+    total: dict[str, float] = {}
+    context = zmq.Context.instance()
+    for path in sorted(glob.glob(os.path.join(runtime_dir, "**", "draft-*.sock"), recursive=True)):
+        socket = context.socket(zmq.DEALER)
+        socket.setsockopt(zmq.LINGER, 0)
+        try:
+            socket.connect(f"ipc://{path}")
+            socket.send(P.encode(P.StatsRequest()))
+            if socket.poll(int(timeout_s * 1000)):
+                reply = P.decode(socket.recv())
+                for key, value in getattr(reply, "stats", {}).items():
+                    total[key] = total.get(key, 0.0) + value
+        finally:
+            socket.close()
+    return total
+
+
+def get_ssd_metrics(llm) -> dict[str, float]:
+    """Offline accessor: cumulative SSD counters (and derived rates) of an ``LLM``."""
+    from vllm_ssd.settings import ADDITIONAL_CONFIG_KEY
+
+    config = llm.llm_engine.vllm_config.additional_config or {}
+    runtime_dir = (config.get(ADDITIONAL_CONFIG_KEY) or {}).get("runtime_dir")
+    if not runtime_dir:
+        raise ValueError("this LLM does not use vllm_ssd")
+    stats = read_stats(runtime_dir)
+    return {**stats, **summary(stats)}
+
+
+class SSDMetricsCollector:
+    """Prometheus collector for every draft server of this process's engines."""
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        stats = read_stats(process_runtime_root(), timeout_s=1.0)
+        if not stats:
+            return
+        for name, key, label, help_text in COUNTERS:
+            family = CounterMetricFamily(name, help_text, labels=[label] if label else None)
+            if label:
+                for stat_key in sorted(k for k in stats if k.startswith(key + ".")):
+                    family.add_metric([stat_key.partition(".")[2]], stats[stat_key])
+            else:
+                family.add_metric([], stats.get(key, 0.0))
+            yield family
+        for kind in ("neural", "ngram"):
+            yield CounterMetricFamily(f"vllm:ssd_backup_{kind}_rows", f"Rows drafted by the "
+                                      f"{kind} backup", value=stats.get(f"backup_{kind}_rows", 0.0))
+        rates = summary(stats)
+        yield GaugeMetricFamily("vllm:ssd_cache_hit_rate", "Cache hits / lookups", value=rates["hit_rate"])
+        yield GaugeMetricFamily("vllm:ssd_build_fraction", "Mean cache build time / target step",
+                                value=rates["mean_build_fraction"])
+
+
+def register_collector() -> None:
+    """Idempotent: one collector per process (it scans this process's runtime root)."""
+    from prometheus_client import REGISTRY
+
+    collector_names = {type(c).__name__ for c in getattr(REGISTRY, "_collector_to_names", {})}
+    if SSDMetricsCollector.__name__ not in collector_names:
+        REGISTRY.register(SSDMetricsCollector())

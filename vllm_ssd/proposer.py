@@ -1,0 +1,169 @@
+"""SSDProposer: the thin piece inside vLLM (speculative method ``custom_class``).
+
+vLLM calls ``propose()`` after each verification with every row's accepted
+drafts + bonus token. The proposer forwards the outcomes to the draft server and
+returns the server's drafts for the next step. If the server is down or slow,
+it returns no drafts (vLLM decodes without speculation), logs once, and
+restarts the server; when it is back, every request is resynchronised.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+import time
+import weakref
+from itertools import chain
+
+import numpy as np
+
+from vllm_ssd import protocol as P
+from vllm_ssd.client import DraftClient, DraftServerUnavailable
+from vllm_ssd.metrics import StatsLogger
+from vllm_ssd.settings import ADDITIONAL_CONFIG_KEY, SSDSettings
+from vllm_ssd.tracker import RequestTracker
+
+logger = logging.getLogger(__name__)
+RESTART_BACKOFF_S = (1.0, 5.0, 30.0)
+
+
+class SSDProposer:
+    def __init__(self, vllm_config):
+        from vllm_ssd.plugin import settings_from_vllm_config
+
+        self.settings: SSDSettings = settings_from_vllm_config(vllm_config)
+        spec = vllm_config.speculative_config
+        self.num_speculative_tokens = int(spec.num_speculative_tokens)
+        self.max_model_len = int(vllm_config.model_config.max_model_len)
+        max_slots = int(vllm_config.scheduler_config.max_num_seqs)
+        self.hello = P.Hello(
+            version=P.PROTOCOL_VERSION, token="", num_speculative_tokens=self.num_speculative_tokens,
+            target_vocab_size=int(vllm_config.model_config.get_vocab_size()),
+            max_model_len=self.max_model_len, max_num_seqs=max_slots)
+        self.runner = _find_model_runner()
+        self.is_driver = _is_tp_driver()
+        self.tracker = RequestTracker(max_slots)
+        self.client: DraftClient | None = None
+        self.stats_logger = StatsLogger(self.settings.log_interval_s)
+        self.last_stats: dict[str, float] = {}
+        self.last_return = 0.0
+        self.failures = 0
+        self.next_restart = 0.0
+
+    def load_model(self, *args, **kwargs) -> None:
+        """Starts the draft server (vLLM's own model is not used by SSD)."""
+        if not self.is_driver or self.client is not None:
+            return
+        self.client = DraftClient(self.settings, self.hello)
+        self.client.start(wait=True)
+        weakref.finalize(self, _shutdown, self.client, self.settings)
+        logger.info("vllm_ssd: draft server pid %d on %s, mode %s, K=%d",
+                    self.client.pid, self.client.reply_info.device, self.settings.mode,
+                    self.num_speculative_tokens)
+
+    def propose(self, sampled_token_ids: list[list[int]], num_tokens_no_spec: np.ndarray,
+                token_ids_cpu: np.ndarray, slot_mappings=None, **kwargs) -> list[list[int]]:
+        num_rows = len(sampled_token_ids)
+        drafts: list[list[int]] = [[] for _ in range(num_rows)]
+        if not self.is_driver or self.client is None or num_rows == 0 or not self._server_ready():
+            return drafts
+        target_step_s = time.perf_counter() - self.last_return if self.last_return else 0.0
+        req_ids = list(self.runner.input_batch.req_ids[:num_rows])
+        request, rows = self._make_step(req_ids, sampled_token_ids, num_tokens_no_spec[:num_rows],
+                                        token_ids_cpu, target_step_s)
+        try:
+            reply = self.client.step(request)
+        except DraftServerUnavailable as error:
+            self._on_failure(error)
+            return drafts
+        lens = P.unpack(reply.num_drafts)
+        flat = P.unpack(reply.draft_tokens).tolist()
+        ends = np.cumsum(lens).tolist()
+        for row, start, end in zip(rows.tolist(), [0, *ends[:-1]], ends):
+            drafts[row] = flat[start:end]
+        self.last_stats = reply.stats
+        self.stats_logger.maybe_log(reply.stats)
+        self.last_return = time.perf_counter()
+        return drafts
+
+    def _make_step(self, req_ids, sampled, num_tokens, token_ids_cpu, target_step_s):
+        sync = self.tracker.sync(req_ids)
+        new_requests = [self._register(req_ids[row], int(sync.slots[row])) for row in sync.new_rows]
+        lens = np.fromiter(map(len, sampled), dtype=np.int64, count=len(sampled))
+        rows = np.nonzero(lens > 0)[0]
+        slots = sync.slots[rows]
+        synced = self.tracker.num_synced[slots]
+        n = num_tokens[rows].astype(np.int64)
+        is_step = (n - synced == lens[rows]) & (synced > 0)
+        if is_step.all():
+            flat = np.fromiter(chain.from_iterable(sampled[r] for r in rows), dtype=np.int32)
+            deltas = lens[rows]
+        else:
+            pieces = [np.asarray(sampled[r] if ok else token_ids_cpu[r, s:e], dtype=np.int32)
+                      for r, ok, s, e in zip(rows, is_step, synced, n)]
+            flat = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int32)
+            deltas = np.where(is_step, lens[rows], n - synced)
+        self.tracker.num_synced[slots] = n
+        room = np.minimum(self.max_model_len - n, self.tracker.token_limit[slots] - n) - 1
+        caps = np.clip(room, 0, self.num_speculative_tokens)
+        request = P.StepRequest(
+            seq=0, new_requests=new_requests, finished_slots=sync.finished_slots,
+            slots=P.pack(slots), num_new_tokens=P.pack(deltas), new_tokens=P.pack(flat),
+            is_step_delta=P.pack(is_step, np.uint8), max_drafts=P.pack(caps),
+            target_step_s=target_step_s)
+        return request, rows
+
+    def _register(self, req_id: str, slot: int) -> P.NewRequest:
+        state = self.runner.requests[req_id]
+        params = state.sampling_params
+        prompt_len = len(state.prompt_token_ids or [])
+        max_tokens = params.max_tokens if params and params.max_tokens else self.max_model_len
+        self.tracker.token_limit[slot] = prompt_len + max_tokens
+        temperature = float(params.temperature) if params else 0.0
+        return P.NewRequest(slot=slot, temperature=temperature if temperature > 1e-5 else 0.0)
+
+    def _server_ready(self) -> bool:
+        if self.client.server is None and time.monotonic() >= self.next_restart:
+            self.hello.stats_base = dict(self.last_stats)
+            self.client.start(wait=False)
+        return self.client.ready()
+
+    def _on_failure(self, error: Exception) -> None:
+        self.failures += 1
+        logger.warning("vllm_ssd: draft server unavailable (%s); decoding continues without "
+                       "speculation while the server restarts", error)
+        self.last_stats = {**self.last_stats,
+                           "restarts": self.last_stats.get("restarts", 0.0) + 1}
+        self.tracker.reset()
+        self.client.close_server()
+        delay = RESTART_BACKOFF_S[min(self.failures - 1, len(RESTART_BACKOFF_S) - 1)]
+        self.next_restart = time.monotonic() + (0.0 if self.failures == 1 else delay)
+
+
+def _shutdown(client: DraftClient, settings: SSDSettings) -> None:
+    client.close()
+    if settings.runtime_dir is None:
+        from vllm_ssd.client import runtime_dir
+        shutil.rmtree(runtime_dir(settings), ignore_errors=True)
+
+
+def _find_model_runner():
+    """vLLM does not hand the runner to custom proposers; find it on the call stack
+    (GPUModelRunner.__init__ -> create_custom_proposer -> SSDProposer)."""
+    from vllm.v1.worker.gpu_model_runner import GPUModelRunner
+
+    frame = sys._getframe(1)
+    while frame is not None:
+        candidate = frame.f_locals.get("self")
+        if isinstance(candidate, GPUModelRunner):
+            return candidate
+        frame = frame.f_back
+    raise RuntimeError("vllm_ssd: SSDProposer must be created by vLLM's model runner")
+
+
+def _is_tp_driver() -> bool:
+    try:
+        from vllm.distributed.parallel_state import get_tp_group
+        return get_tp_group().rank_in_group == 0
+    except (AssertionError, ImportError, AttributeError):
+        return True

@@ -1,0 +1,109 @@
+"""Online estimates feeding the fan-out and the fallback policy.
+
+All estimates are exponentially weighted, so they follow a drifting workload,
+and start from explicit priors so the first rounds behave sensibly.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+class Ewma:
+    def __init__(self, prior: float, weight: float = 0.05):
+        self.value = prior
+        self.weight = weight
+
+    def update(self, sample: float, count: float = 1.0) -> float:
+        keep = (1.0 - self.weight) ** count
+        self.value = keep * self.value + (1.0 - keep) * sample
+        return self.value
+
+
+class AcceptanceEstimate:
+    """Per-token acceptance a of a capped geometric model, by maximum likelihood:
+    a = accepted drafts / (accepted drafts + rejections), exponentially weighted."""
+
+    def __init__(self, prior: float, prior_weight: float = 8.0, decay: float = 0.98):
+        self.accepted = prior * prior_weight
+        self.trials = prior_weight
+        self.decay = decay
+
+    def observe(self, num_accepted: np.ndarray, num_proposed: np.ndarray) -> None:
+        has_drafts = num_proposed > 0
+        if not has_drafts.any():
+            return
+        accepted = float(num_accepted[has_drafts].sum())
+        rejected = float((num_accepted[has_drafts] < num_proposed[has_drafts]).sum())
+        keep = self.decay ** int(has_drafts.sum())
+        self.accepted = keep * self.accepted + accepted
+        self.trials = keep * self.trials + accepted + rejected
+
+    @property
+    def value(self) -> float:
+        return self.accepted / self.trials if self.trials > 0 else 0.0
+
+
+class PowerLawMissEstimate:
+    """Fits 1 - p_hit(F) = c F^(-r) by least squares on log miss rate vs log F,
+    from hit counts per fan-out F; returns the prior r until two F values are seen."""
+
+    def __init__(self, prior_r: float, max_fanout: int, decay: float = 0.995,
+                 prior_c: float = 0.4):
+        self.prior_r = prior_r
+        self.prior_c = prior_c
+        self.hits = np.zeros(max_fanout + 1)
+        self.lookups = np.zeros(max_fanout + 1)
+        self.decay = decay
+
+    def observe(self, fanout: np.ndarray, is_hit: np.ndarray) -> None:
+        fanout = np.clip(fanout, 0, len(self.hits) - 1)
+        self.hits *= self.decay
+        self.lookups *= self.decay
+        np.add.at(self.lookups, fanout, 1.0)
+        np.add.at(self.hits, fanout, is_hit.astype(np.float64))
+
+    def _fit(self) -> tuple[float, float] | None:
+        seen = (self.lookups >= 4.0) & (np.arange(len(self.lookups)) >= 1)
+        if seen.sum() < 2:
+            return None
+        miss = np.clip(1.0 - self.hits[seen] / self.lookups[seen], 1e-3, 1.0)
+        log_f = np.log(np.nonzero(seen)[0].astype(np.float64))
+        slope, intercept = np.polyfit(log_f, np.log(miss), 1, w=np.sqrt(self.lookups[seen]))
+        if not (math.isfinite(slope) and math.isfinite(intercept)):
+            return None
+        return min(max(-float(slope), 0.1), 10.0), float(np.exp(intercept))
+
+    @property
+    def r(self) -> float:
+        fit = self._fit()
+        return self.prior_r if fit is None else fit[0]
+
+    def miss_rate(self, fanout: np.ndarray) -> np.ndarray:
+        """Predicted miss probability at each fan-out (1 where F = 0)."""
+        fit = self._fit()
+        r, c = (self.prior_r, self.prior_c) if fit is None else fit
+        fanout = np.asarray(fanout, dtype=np.float64)
+        predicted = np.clip(c * np.maximum(fanout, 1.0) ** (-r), 0.0, 1.0)
+        return np.where(fanout >= 1, predicted, 1.0)
+
+
+class LinearCost:
+    """Time of a forward pass as a + b * rows, fitted online from (rows, seconds)."""
+
+    def __init__(self, prior_fixed: float, prior_per_row: float, weight: float = 0.1):
+        self.fixed = prior_fixed
+        self.per_row = prior_per_row
+        self.weight = weight
+
+    def observe(self, rows: int, seconds: float) -> None:
+        predicted = self.predict(rows)
+        error = seconds - predicted
+        # split the correction between the two terms in proportion to their share
+        share = self.per_row * rows / max(predicted, 1e-9)
+        self.per_row = max(self.per_row + self.weight * error * share / max(rows, 1), 0.0)
+        self.fixed = max(self.fixed + self.weight * error * (1.0 - share), 1e-6)
+
+    def predict(self, rows: int) -> float:
+        return self.fixed + self.per_row * rows

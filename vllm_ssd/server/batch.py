@@ -1,0 +1,69 @@
+"""The input of one draft forward pass: S sequences, each with a run of new tokens.
+
+A "sequence" is anything with its own block table: a request's main context
+(prefill, catch-up, glue pass) or one speculation branch. Positions are
+logical token positions; block tables map them to KV slots.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass
+class TokenBatch:
+    input_ids: torch.Tensor  # [T] int64
+    positions: torch.Tensor  # [T] int64
+    query_lens: torch.Tensor  # [S] int64, new tokens per sequence
+    context_lens: torch.Tensor  # [S] int64, KV length of each sequence after this pass
+    block_tables: torch.Tensor  # [S, max_blocks] int64, -1 = unused
+    slot_mapping: torch.Tensor  # [T] int64, KV slot written by each new token
+    logits_indices: torch.Tensor  # [L] int64, rows of T whose logits are wanted
+    max_query_len: int
+    max_context_len: int
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.input_ids.shape[0])
+
+
+def make_token_batch(
+    input_ids: np.ndarray | torch.Tensor,  # [T] (a device tensor stays on the device)
+    query_lens: np.ndarray,  # [S]
+    start_positions: np.ndarray,  # [S], position of each sequence's first new token
+    block_tables: np.ndarray,  # [S, max_blocks]
+    logits_indices: np.ndarray,  # [L]
+    block_size: int,
+    device: torch.device,
+) -> TokenBatch:
+    query_lens = query_lens.astype(np.int64)
+    seq_of_token = np.repeat(np.arange(len(query_lens)), query_lens)  # [T]
+    first_token = np.cumsum(query_lens) - query_lens  # [S]
+    offset_in_seq = np.arange(len(seq_of_token)) - first_token[seq_of_token]  # [T]
+    positions = start_positions.astype(np.int64)[seq_of_token] + offset_in_seq  # [T]
+    blocks = block_tables[seq_of_token, positions // block_size].astype(np.int64)  # [T]
+    if (blocks < 0).any():
+        raise RuntimeError("draft KV slot requested in an unallocated block")
+    slot_mapping = blocks * block_size + positions % block_size
+    context_lens = start_positions.astype(np.int64) + query_lens
+
+    def to_dev(array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.int64)).to(device)
+
+    if isinstance(input_ids, torch.Tensor):
+        input_ids = input_ids.to(device=device, dtype=torch.int64)
+    else:
+        input_ids = to_dev(input_ids)
+    return TokenBatch(
+        input_ids=input_ids,
+        positions=to_dev(positions),
+        query_lens=to_dev(query_lens),
+        context_lens=to_dev(context_lens),
+        block_tables=to_dev(block_tables),
+        slot_mapping=to_dev(slot_mapping),
+        logits_indices=to_dev(logits_indices),
+        max_query_len=int(query_lens.max(initial=0)),
+        max_context_len=int(context_lens.max(initial=0)),
+    )

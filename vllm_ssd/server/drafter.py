@@ -1,0 +1,91 @@
+"""Draft-model passes over the request table: extend (prefill / catch-up / glue),
+just-in-time drafting, and batched multi-step decoding of independent sequences."""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+from vllm_ssd.saguaro.sampling import sample_draft_tokens
+from vllm_ssd.server.model_runner import DraftModelRunner
+from vllm_ssd.server.state import RequestTable
+
+
+class Drafter:
+    def __init__(self, runner: DraftModelRunner, saguaro_c: float, seed: int):
+        self.runner = runner
+        self.saguaro_c = saguaro_c
+        self.generator = torch.Generator(device=runner.device).manual_seed(seed)
+
+    def sample(self, logits: torch.Tensor, temperature: np.ndarray, top_f: int) -> torch.Tensor:
+        temps = torch.from_numpy(temperature.astype(np.float32)).to(logits.device)
+        return sample_draft_tokens(logits, temps, top_f, self.saguaro_c, self.generator,
+                                   any_random=bool((temperature > 0).any()))
+
+    def extend(self, table: RequestTable, slots: np.ndarray, num_logits: np.ndarray) -> torch.Tensor:
+        """Runs each slot's path from its first uncached position (at most its last committed
+        token) through all its drafts; returns logits [sum(num_logits), V] for the last
+        ``num_logits`` positions of every slot, in slot order."""
+        ends = table.num_tokens[slots] + table.num_drafts[slots]  # [R]
+        starts = np.minimum(table.path_cached[slots], table.num_tokens[slots] - 1)
+        query_lens = ends - starts
+        table.ensure_blocks(slots, ends + 1)
+        paths = table.path_tokens(slots)
+        col = np.arange(int(query_lens.max()))[None, :]
+        keep = col < query_lens[:, None]
+        input_ids = paths[np.nonzero(keep)[0], (starts[:, None] + col)[keep]]
+        cu_tokens = np.cumsum(query_lens)
+        logits_rows = np.repeat(cu_tokens, num_logits) - _ranks_from_end(num_logits)
+        batch = self.runner.make_batch(input_ids, query_lens, starts,
+                                       table.block_tables[slots], logits_rows)
+        logits = self.runner.run(batch)
+        table.path_cached[slots] = ends
+        return logits
+
+    def jit(self, table: RequestTable, slots: np.ndarray, max_lens: np.ndarray,
+            top_f: int) -> tuple[np.ndarray, np.ndarray]:
+        """Drafts just in time: catch up each slot's KV, then decode up to max_lens tokens.
+        Returns drafts [R, max_drafts] (-1 padded) and their lengths."""
+        drafts = np.full((len(slots), table.max_drafts), -1, dtype=np.int32)
+        depth = int(max_lens.max(initial=0))
+        if len(slots) == 0 or depth == 0:
+            return drafts, np.zeros(len(slots), dtype=np.int64)
+        temps = table.temperature[slots]
+        logits = self.extend(table, slots, np.ones(len(slots), dtype=np.int64))
+        first = self.sample(logits, temps, top_f)
+        num_tokens = table.num_tokens[slots]
+        table.ensure_blocks(slots, num_tokens + table.max_drafts + 1)
+        tokens = self.decode(table.block_tables[slots], num_tokens, first, temps, depth - 1,
+                             top_f, stop=None)
+        drafts[:, :depth] = tokens.cpu().numpy()
+        lens = np.minimum(max_lens, depth)
+        table.path_cached[slots] = num_tokens + np.maximum(lens, 1) - 1
+        drafts[np.arange(table.max_drafts)[None, :] >= lens[:, None]] = -1
+        return drafts, lens
+
+    def decode(self, block_tables: np.ndarray, start_positions: np.ndarray,
+               first_tokens: torch.Tensor, temperature: np.ndarray, steps: int, top_f: int,
+               stop: Callable[[], bool] | None, min_steps: int = 0) -> torch.Tensor:
+        """Feeds first_tokens [N] at start_positions, then each sampled token, ``steps``
+        times; every sequence has its own block table. Returns tokens [N, 1 + done]
+        (the first tokens followed by the decoded ones; fewer if ``stop`` fires after
+        ``min_steps``)."""
+        num_seqs = len(start_positions)
+        ones = np.ones(num_seqs, dtype=np.int64)
+        rows = np.arange(num_seqs)
+        columns = [first_tokens]
+        for step in range(steps):
+            if stop is not None and step >= min_steps and stop():
+                break
+            batch = self.runner.make_batch(columns[-1], ones, start_positions + step,
+                                           block_tables, rows)
+            columns.append(self.sample(self.runner.run(batch), temperature, top_f))
+        return torch.stack(columns, dim=1)
+
+
+def _ranks_from_end(counts: np.ndarray) -> np.ndarray:
+    """For counts [2, 3] returns [2, 1, 3, 2, 1]: distance of each row from its segment end."""
+    total = int(counts.sum())
+    starts = np.repeat(np.cumsum(counts) - counts, counts)
+    return np.repeat(counts, counts) - (np.arange(total) - starts)

@@ -1,0 +1,164 @@
+"""One draft-server step: apply outcomes -> look up the cache -> back up misses ->
+reply; then (mode ``ssd``) build the next round's cache until the next step arrives."""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+import numpy as np
+
+from vllm_ssd import protocol as P
+from vllm_ssd.server.block_manager import BlockManager, OutOfBlocks
+from vllm_ssd.server.builder import CacheBuilder
+from vllm_ssd.server.drafter import Drafter
+from vllm_ssd.server.model_runner import DraftModelRunner
+from vllm_ssd.server.ngram import ngram_drafts
+from vllm_ssd.server.policy import (SOURCE_CACHE, SOURCE_NEURAL, SOURCE_NGRAM, SOURCE_NONE,
+                                    SpeculationPolicy)
+from vllm_ssd.server.spec_cache import SpeculationCache
+from vllm_ssd.server.state import RequestTable
+from vllm_ssd.server.stats import ServerStats
+from vllm_ssd.settings import SSDSettings
+
+logger = logging.getLogger(__name__)
+REPLAN_EVERY = 16  # steps between build plans
+
+
+class DraftEngine:
+    def __init__(self, settings: SSDSettings, runner: DraftModelRunner, max_drafts: int,
+                 max_slots: int, max_len: int, stats: ServerStats):
+        self.settings = settings
+        self.max_drafts = max_drafts
+        self.blocks = BlockManager(runner.num_blocks, runner.block_size)
+        self.table = RequestTable(max_slots, max_len, max_drafts, self.blocks)
+        self.cache = SpeculationCache(max_slots, max_drafts, settings.fanout_budget)
+        self.drafter = Drafter(runner, settings.saguaro_c, seed=settings.seed)
+        self.builder = CacheBuilder(self.drafter, self.table, self.cache, self.blocks)
+        self.policy = SpeculationPolicy(max_drafts, settings.fanout_budget,
+                                        settings.fanout_r or 1.0, settings.fanout_r is not None,
+                                        settings.backup)
+        self.stats = stats
+        self.rng = np.random.default_rng(settings.seed)
+        self.pending_build = np.zeros(0, dtype=np.int64)
+        self.num_steps = 0
+
+    def step(self, request: P.StepRequest) -> P.StepReply:
+        start = time.perf_counter()
+        self.builder.release_branches()
+        self._lifecycle(request)
+        slots = P.unpack(request.slots).astype(np.int64)
+        delta_lens = P.unpack(request.num_new_tokens).astype(np.int64)
+        caps = np.minimum(P.unpack(request.max_drafts).astype(np.int64), self.max_drafts)
+        outcomes = self.table.apply_deltas(slots, delta_lens, P.unpack(request.new_tokens),
+                                           P.unpack(request.is_step_delta, np.uint8) > 0)
+        sources = self.table.draft_source[slots]
+        self.policy.observe_outcomes(sources, outcomes.num_accepted, outcomes.num_proposed,
+                                     outcomes.is_outcome)
+        if request.target_step_s > 0:
+            self.policy.target_step_s.update(request.target_step_s)
+        drafts, lens, source = self._speculate(slots, outcomes, caps)
+        self.table.set_drafts(slots, drafts, lens, source)
+        self.pending_build = slots if self.settings.mode == "ssd" else slots[:0]
+        self.stats.observe_step(outcomes, source, lens, time.perf_counter() - start)
+        self.num_steps += 1
+        keep = np.arange(self.max_drafts)[None, :] < lens[:, None]
+        return P.StepReply(seq=request.seq, num_drafts=P.pack(lens), draft_tokens=P.pack(drafts[keep]),
+                           is_hit=P.pack(source == SOURCE_CACHE, np.uint8),
+                           stats=self.stats.snapshot())
+
+    def _lifecycle(self, request: P.StepRequest) -> None:
+        finished = np.array(request.finished_slots, dtype=np.int64)
+        self.table.release(finished)
+        self.cache.clear(finished)
+        if request.new_requests:
+            new = np.array([r.slot for r in request.new_requests], dtype=np.int64)
+            temps = np.array([r.temperature for r in request.new_requests], dtype=np.float32)
+            self.table.activate(new, temps)
+            self.cache.clear(new)
+
+    def _speculate(self, slots, outcomes, caps):
+        """Drafts for every row: cache hits first, then the backup for the rest."""
+        num_rows = len(slots)
+        drafts = np.full((num_rows, self.max_drafts), -1, dtype=np.int32)
+        lens = np.zeros(num_rows, dtype=np.int64)
+        source = np.full(num_rows, SOURCE_NONE, dtype=np.int64)
+        if self.settings.mode == "ssd":
+            hit = self._lookup(slots, outcomes)
+            drafts[hit.is_hit] = hit.drafts[hit.is_hit]
+            lens = np.minimum(hit.num_drafts, caps)
+            source[hit.is_hit] = SOURCE_CACHE
+        missed = ~(source == SOURCE_CACHE) & (caps > 0)
+        if self.settings.mode == "ssd":
+            # long catch-ups (new or resynchronised requests) are prefilled off the
+            # critical path, in the cache build; they get no drafts this round
+            catch_up = self.table.num_tokens[slots] - self.table.path_cached[slots]
+            missed &= catch_up <= self.max_drafts + 1
+        rows = np.nonzero(missed)[0]
+        if rows.size:
+            self._backup(slots, rows, caps, drafts, lens, source)
+        drafts[np.arange(self.max_drafts)[None, :] >= lens[:, None]] = -1
+        return drafts, lens, source
+
+    def _lookup(self, slots, outcomes):
+        if self.settings.sim_hit_rate is not None:
+            simulated = self.rng.random(len(slots)) < self.settings.sim_hit_rate
+            result = self.cache.any_branch(slots, outcomes.num_accepted)
+            result.is_hit &= simulated & outcomes.is_outcome
+        else:
+            result = self.cache.lookup(slots, outcomes.num_accepted, outcomes.bonus_token,
+                                       outcomes.is_outcome)
+        looked_up = outcomes.is_outcome
+        fanout = (self.cache.keys[slots, np.clip(outcomes.num_accepted, 0, self.max_drafts)]
+                  >= 0).sum(axis=1)
+        self.policy.observe_lookups(fanout[looked_up], result.is_hit[looked_up])
+        self.stats.observe_lookups(result.is_hit[looked_up], outcomes.num_accepted[looked_up])
+        return result
+
+    def _backup(self, slots, rows, caps, drafts, lens, source) -> None:
+        depth = self.max_drafts if self.settings.mode == "sd" else self.policy.plan.depth
+        row_caps = np.minimum(caps[rows], depth)
+        jit_estimate = depth * self.policy.step_cost.predict(len(rows))
+        choice = "neural" if self.settings.mode == "sd" else \
+            self.policy.choose_backup(len(slots), jit_estimate)
+        start = time.perf_counter()
+        if choice == "ngram":
+            found, found_lens = ngram_drafts(self.table.tokens[slots[rows]],
+                                             self.table.num_tokens[slots[rows]], row_caps,
+                                             self.max_drafts)
+            source[rows] = SOURCE_NGRAM
+        else:
+            found, found_lens = self.drafter.jit(self.table, slots[rows], row_caps,
+                                                 self.settings.fanout_budget)
+            source[rows] = SOURCE_NEURAL
+            if row_caps.max(initial=0) > 0:
+                self.policy.step_cost.observe(len(rows), (time.perf_counter() - start) / depth)
+        drafts[rows] = found
+        lens[rows] = found_lens
+        self.stats.observe_backup(choice, len(rows), time.perf_counter() - start)
+
+    def build(self, stop: Callable[[], bool]) -> None:
+        """Prepares the next round's cache (mode ssd), stopping early on ``stop()``."""
+        slots, self.pending_build = self.pending_build, self.pending_build[:0]
+        if len(slots) == 0:
+            return
+        if self.num_steps % REPLAN_EVERY == 1 and self.settings.build_plan == "auto":
+            self.policy.replan(len(slots))
+        fanout = self.policy.fanout(self.table.draft_source[slots], self.table.num_drafts[slots])
+        deadline = time.perf_counter() + self.settings.build_deadline * \
+            self.policy.target_step_s.value
+        try:
+            report = self.builder.build(slots, fanout, self.policy.plan.depth,
+                                        lambda: time.perf_counter() > deadline and stop())
+        except OutOfBlocks as error:
+            logger.warning("draft KV cache full, skipping this round's cache build: %s", error)
+            self.cache.clear(slots)
+            return
+        self._observe_build(report)
+
+    def _observe_build(self, report) -> None:
+        self.policy.glue_cost.observe(report.num_rows * (self.max_drafts + 1), report.glue_s)
+        if report.depth_done:
+            self.policy.step_cost.observe(report.num_branches, report.branch_s / report.depth_done)
+        t_v = self.policy.target_step_s.value
+        self.stats.observe_build(report, t_v)

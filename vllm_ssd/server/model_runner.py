@@ -1,0 +1,56 @@
+"""Owns the draft model and its paged KV cache; runs one forward pass per call."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from vllm_ssd.server.arch import ModelArch
+from vllm_ssd.server.attention import TorchPagedAttention
+from vllm_ssd.server.batch import TokenBatch, make_token_batch
+from vllm_ssd.server.loader import load_draft_model, resolve_dtype
+
+logger = logging.getLogger(__name__)
+
+
+class DraftModelRunner:
+    def __init__(self, model_dir: str, device: torch.device, dtype_name: str,
+                 num_blocks: int, block_size: int, max_positions: int, dummy: bool):
+        self.arch = ModelArch.from_dir(model_dir)
+        self.device = device
+        self.dtype = resolve_dtype(dtype_name, self.arch, device)
+        self.block_size = block_size
+        self.num_blocks = num_blocks
+        self.model = load_draft_model(model_dir, self.arch, self.dtype, device,
+                                      max_positions, dummy)
+        # [layers, 2 (key/value), num_blocks, block_size, kv_heads, head_dim]
+        self.kv_cache = torch.zeros(
+            self.arch.num_layers, 2, num_blocks, block_size, self.arch.num_kv_heads,
+            self.arch.head_dim, dtype=self.dtype, device=device)
+        self.backend = TorchPagedAttention(block_size)
+        logger.info("draft model %s (%s, %d layers) on %s in %s; KV cache %d blocks x %d",
+                    model_dir, self.arch.model_type, self.arch.num_layers, device,
+                    self.dtype, num_blocks, block_size)
+
+    def make_batch(self, input_ids: np.ndarray, query_lens: np.ndarray,
+                   start_positions: np.ndarray, block_tables: np.ndarray,
+                   logits_indices: np.ndarray) -> TokenBatch:
+        return make_token_batch(input_ids, query_lens, start_positions, block_tables,
+                                logits_indices, self.block_size, self.device)
+
+    @torch.inference_mode()
+    def run(self, batch: TokenBatch) -> torch.Tensor:
+        """Writes the batch's KV and returns float32 logits [L, vocab] at logits_indices."""
+        meta = self.backend.build(batch)
+        hidden = self.model(batch.input_ids, batch.positions, self.kv_cache, self.backend, meta)
+        return self.model.compute_logits(hidden[batch.logits_indices])
+
+    @torch.inference_mode()
+    def copy_blocks(self, src: np.ndarray, dst: np.ndarray) -> None:
+        """Copy-on-write: duplicates whole KV blocks src[i] -> dst[i] in every layer."""
+        if len(src) == 0:
+            return
+        src_t = torch.from_numpy(src.astype(np.int64)).to(self.device)
+        dst_t = torch.from_numpy(dst.astype(np.int64)).to(self.device)
+        self.kv_cache[:, :, dst_t] = self.kv_cache[:, :, src_t]

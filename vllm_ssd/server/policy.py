@@ -1,0 +1,104 @@
+"""Live decisions of the draft server: fan-out per row, the backup for missed
+rows (Cor 16 / Thm 17), and the build plan (budget B, depth D) that fits one
+target step. Everything observable feeds back through ``observe_*``."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from vllm_ssd.saguaro.estimators import AcceptanceEstimate, Ewma, LinearCost, PowerLawMissEstimate
+from vllm_ssd.saguaro.fanout import capped_geometric_pmf, fanout_table, geometric_fanout
+from vllm_ssd.saguaro.speed_model import BackupOption, batch_throughput, choose_backup, expected_tokens
+
+# Which speculator produced a row's current drafts.
+SOURCE_NONE, SOURCE_CACHE, SOURCE_NEURAL, SOURCE_NGRAM = 0, 1, 2, 3
+SOURCE_NAMES = ("none", "cache", "neural", "ngram")
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    budget: int  # branches per request (sum of F_k)
+    depth: int  # drafts decoded per branch
+    predicted_t_p: float  # cache build time / target step
+
+
+class SpeculationPolicy:
+    def __init__(self, max_drafts: int, max_budget: int, prior_r: float, fixed_r: bool,
+                 backup: str):
+        self.max_drafts = max_drafts
+        self.max_budget = max_budget
+        self.backup_setting = backup
+        self.fixed_r = fixed_r
+        self.acceptance = [AcceptanceEstimate(p) for p in (0.0, 0.7, 0.7, 0.2)]
+        self.miss_law = PowerLawMissEstimate(prior_r, max_budget)
+        self.p_hit = Ewma(0.5)
+        self.target_step_s = Ewma(0.0, weight=0.2)
+        self.step_cost = LinearCost(prior_fixed=0.01, prior_per_row=0.001)
+        self.glue_cost = LinearCost(prior_fixed=0.01, prior_per_row=0.001)
+        self.ngram_tokens = Ewma(1.2)
+        self.plan = BuildPlan(max_budget, max_drafts, 0.0)
+        self._fanout_tables = self._make_fanout_tables()
+
+    def _make_fanout_tables(self) -> np.ndarray:
+        return np.stack([fanout_table(self.plan.budget, est.value, self.max_drafts, self.r)
+                         for est in self.acceptance])  # [sources, n + 1, n + 1]
+
+    @property
+    def r(self) -> float:
+        return self.miss_law.prior_r if self.fixed_r else self.miss_law.r
+
+    def observe_outcomes(self, sources: np.ndarray, num_accepted: np.ndarray,
+                         num_proposed: np.ndarray, is_outcome: np.ndarray) -> None:
+        for source in (SOURCE_CACHE, SOURCE_NEURAL, SOURCE_NGRAM):
+            rows = is_outcome & (sources == source)
+            self.acceptance[source].observe(num_accepted[rows], num_proposed[rows])
+        ngram_rows = is_outcome & (sources == SOURCE_NGRAM)
+        if ngram_rows.any():
+            self.ngram_tokens.update(float(num_accepted[ngram_rows].mean()) + 1.0)
+
+    def observe_lookups(self, fanout_at_outcome: np.ndarray, is_hit: np.ndarray) -> None:
+        if len(is_hit):
+            self.miss_law.observe(fanout_at_outcome, is_hit)
+            self.p_hit.update(float(is_hit.mean()), count=len(is_hit))
+
+    def fanout(self, sources: np.ndarray, num_drafts: np.ndarray) -> np.ndarray:
+        """F_k per row [R, max_drafts + 1] from each row's draft source and draft count."""
+        return self._fanout_tables[sources, np.minimum(num_drafts, self.max_drafts)]
+
+    def choose_backup(self, batch_size: int, jit_seconds: float) -> str:
+        if self.backup_setting != "auto":
+            return self.backup_setting
+        t_v = max(self.target_step_s.value, 1e-6)
+        a_neural = self.acceptance[SOURCE_NEURAL].value
+        options = [
+            BackupOption("neural", expected_tokens(a_neural, self.plan.depth), jit_seconds / t_v),
+            BackupOption("ngram", self.ngram_tokens.value, 0.0),
+        ]
+        e_hit = expected_tokens(self.acceptance[SOURCE_CACHE].value, self.plan.depth)
+        return choose_backup(batch_size, self.p_hit.value, e_hit, self.plan.predicted_t_p, options)
+
+    def replan(self, num_rows: int) -> BuildPlan:
+        """Chooses (B, D) maximising Cor 16 throughput with the fitted cost model."""
+        t_v = self.target_step_s.value
+        if t_v <= 0 or num_rows == 0:
+            self._fanout_tables = self._make_fanout_tables()
+            return self.plan
+        a = self.acceptance[SOURCE_CACHE].value
+        pmf = capped_geometric_pmf(a, self.max_drafts)
+        best, best_score = self.plan, -1.0
+        for budget in range(1, self.max_budget + 1):
+            fanout = geometric_fanout(budget, a, self.max_drafts, self.r)
+            p_hit = float((pmf * (1.0 - self.miss_law.miss_rate(fanout))).sum())
+            branch_rows = num_rows * budget
+            for depth in range(1, self.max_drafts + 1):
+                build = self.glue_cost.predict(num_rows * (self.max_drafts + 1)) + \
+                    depth * self.step_cost.predict(branch_rows)
+                t_b = depth * self.step_cost.predict(num_rows) / t_v
+                score = batch_throughput(num_rows, p_hit, expected_tokens(a, depth),
+                                         expected_tokens(a, depth), build / t_v, t_b)
+                if score > best_score:
+                    best, best_score = BuildPlan(budget, depth, build / t_v), score
+        self.plan = best
+        self._fanout_tables = self._make_fanout_tables()
+        return best

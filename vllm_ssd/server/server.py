@@ -1,0 +1,85 @@
+"""The draft server's loop: receive -> dispatch on message type -> reply.
+
+After replying to a step it builds the next round's speculation cache, polling
+the socket between forward passes: statistics requests are answered at once, a
+new step stops the build (what was decoded so far stays usable).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+
+import zmq
+
+from vllm_ssd import protocol as P
+from vllm_ssd.server.engine import DraftEngine
+
+logger = logging.getLogger(__name__)
+
+
+class DraftServer:
+    def __init__(self, socket: zmq.Socket, engine: DraftEngine, parent_pid: int):
+        self.socket = socket
+        self.engine = engine
+        self.parent_pid = parent_pid
+        self.queue: deque[tuple[bytes, P.Message]] = deque()
+
+    def serve(self) -> None:
+        while True:
+            item = self._next(timeout_ms=1000)
+            if item is None:
+                if not _alive(self.parent_pid):
+                    logger.info("parent process %d is gone; draft server exits", self.parent_pid)
+                    return
+                continue
+            identity, message = item
+            if isinstance(message, P.Shutdown):
+                return
+            if isinstance(message, P.StepRequest):
+                self._step(identity, message)
+
+    def _step(self, identity: bytes, request: P.StepRequest) -> None:
+        try:
+            reply = self.engine.step(request)
+        except Exception as error:  # report, the client falls back and restarts us
+            logger.exception("draft step failed")
+            self._send(identity, P.ErrorReply(seq=request.seq, error=repr(error)))
+            raise
+        self._send(identity, reply)
+        self.engine.build(stop=self._step_waiting)
+
+    def _next(self, timeout_ms: int):
+        while not self.queue:
+            if not self.socket.poll(timeout_ms):
+                return None
+            self._receive_one()
+        return self.queue.popleft()
+
+    def _step_waiting(self) -> bool:
+        while self.socket.poll(0):
+            self._receive_one()
+        return bool(self.queue)
+
+    def _receive_one(self) -> None:
+        identity, payload = self.socket.recv_multipart()
+        message = P.decode(payload)
+        if isinstance(message, P.StatsRequest):
+            self._send(identity, P.StatsReply(stats=self.engine.stats.snapshot()))
+        else:
+            self.queue.append((identity, message))
+
+    def _send(self, identity: bytes, message: P.Message) -> None:
+        self.socket.send_multipart([identity, P.encode(message)])
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return os.getppid() == pid

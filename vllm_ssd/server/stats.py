@@ -1,0 +1,80 @@
+"""Cumulative counters of the draft server, shipped with every reply.
+
+Names are stable: the proposer logs them, ``vllm_ssd.metrics`` exports them as
+``vllm:ssd_*`` Prometheus series. Vectors are flattened as ``name.i``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+SCALARS = (
+    "steps", "rows", "lookups", "hits", "drafted_tokens", "outcomes", "accepted_tokens",
+    "step_seconds", "build_rounds", "build_seconds", "build_fraction_sum", "branches",
+    "branch_depth_sum", "backup_neural_rows", "backup_ngram_rows", "backup_neural_seconds",
+    "backup_ngram_seconds", "backup_neural_steps", "backup_ngram_steps", "restarts",
+)
+
+
+class ServerStats:
+    def __init__(self, max_drafts: int, base: dict[str, float] | None = None):
+        self.max_drafts = max_drafts
+        self.scalars = dict.fromkeys(SCALARS, 0.0)
+        self.accepted_length = np.zeros(max_drafts + 1)  # histogram of k over outcomes
+        self.accepted_per_pos = np.zeros(max_drafts)
+        self.proposed_per_pos = np.zeros(max_drafts)
+        self.hits_per_k = np.zeros(max_drafts + 1)
+        self.lookups_per_k = np.zeros(max_drafts + 1)
+        if base:
+            self.restore(base)
+
+    def observe_step(self, outcomes, source: np.ndarray, lens: np.ndarray, seconds: float) -> None:
+        s = self.scalars
+        rows = outcomes.is_outcome & (outcomes.num_proposed > 0)
+        k, proposed = outcomes.num_accepted[rows], outcomes.num_proposed[rows]
+        s["steps"] += 1
+        s["rows"] += len(lens)
+        s["drafted_tokens"] += float(lens.sum())
+        s["outcomes"] += float(rows.sum())
+        s["accepted_tokens"] += float(k.sum())
+        s["step_seconds"] += seconds
+        np.add.at(self.accepted_length, np.clip(k, 0, self.max_drafts), 1)
+        positions = np.arange(self.max_drafts)[None, :]
+        self.proposed_per_pos += (positions < proposed[:, None]).sum(axis=0)
+        self.accepted_per_pos += (positions < k[:, None]).sum(axis=0)
+
+    def observe_lookups(self, is_hit: np.ndarray, k: np.ndarray) -> None:
+        self.scalars["lookups"] += len(is_hit)
+        self.scalars["hits"] += float(is_hit.sum())
+        k = np.clip(k, 0, self.max_drafts)
+        np.add.at(self.lookups_per_k, k, 1)
+        np.add.at(self.hits_per_k, k, is_hit.astype(np.float64))
+
+    def observe_backup(self, kind: str, rows: int, seconds: float) -> None:
+        self.scalars[f"backup_{kind}_rows"] += rows
+        self.scalars[f"backup_{kind}_steps"] += 1
+        self.scalars[f"backup_{kind}_seconds"] += seconds
+
+    def observe_build(self, report, target_step_s: float) -> None:
+        s = self.scalars
+        seconds = report.glue_s + report.branch_s
+        s["build_rounds"] += 1
+        s["build_seconds"] += seconds
+        s["build_fraction_sum"] += seconds / target_step_s if target_step_s > 0 else 0.0
+        s["branches"] += report.num_branches
+        s["branch_depth_sum"] += report.depth_done
+
+    def snapshot(self) -> dict[str, float]:
+        out = dict(self.scalars)
+        for name in ("accepted_length", "accepted_per_pos", "proposed_per_pos",
+                     "hits_per_k", "lookups_per_k"):
+            for i, value in enumerate(getattr(self, name)):
+                out[f"{name}.{i}"] = float(value)
+        return out
+
+    def restore(self, base: dict[str, float]) -> None:
+        for key, value in base.items():
+            name, _, index = key.partition(".")
+            if not index and name in self.scalars:
+                self.scalars[name] = float(value)
+            elif index and hasattr(self, name) and int(index) < len(getattr(self, name)):
+                getattr(self, name)[int(index)] = float(value)

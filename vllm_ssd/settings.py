@@ -1,0 +1,106 @@
+"""SSD settings: one validated, immutable pydantic model.
+
+Sources, later ones winning: defaults < JSON file named by ``VLLM_SSD_CONFIG`` <
+``VLLM_SSD_*`` environment variables < ``additional_config["vllm_ssd"]`` <
+keys of ``--speculative-config '{"method": "ssd", ...}'``. Every error names the
+setting and where it came from.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from vllm_ssd import envs
+
+ADDITIONAL_CONFIG_KEY = "vllm_ssd"
+
+
+class SSDConfigError(ValueError):
+    """A bad SSD setting; the message names it."""
+
+
+class SSDSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, ser_json_inf_nan="constants")
+
+    draft_model: str | None = None  # local directory or hub id of the draft
+    draft_device: str = "auto"  # auto | cpu | cuda | cuda:N
+    draft_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    draft_cpus: str | None = None  # CPU cores of the draft server, e.g. "1" or "2-3,6"
+    mode: Literal["ssd", "sd"] = "ssd"  # ssd: speculation cache; sd: draft after each outcome
+    fanout_budget: int = Field(8, ge=1, le=64)  # max cached outcomes per request per round
+    fanout_r: float | None = Field(None, gt=0)  # miss power-law exponent; None = estimate
+    saguaro_c: float = Field(1.0, gt=0, le=1)  # Saguaro sampling: top-F draft probs x C
+    backup: Literal["auto", "neural", "ngram"] = "auto"  # backup speculator on a miss
+    build_plan: Literal["auto", "full"] = "auto"  # auto: fit (B, depth) to a target step
+    # with the speed model; full: always the whole budget and depth K
+    build_deadline: float = Field(1.5, ge=0)  # cut a cache build short once a step has
+    # been waiting and the build ran longer than this many target steps (inf = never)
+    ipc_timeout_s: float = Field(30.0, gt=0)  # a step reply slower than this = server down
+    startup_timeout_s: float = Field(600.0, gt=0)  # draft model load + handshake
+    block_size: int = Field(16, ge=1, le=1024)
+    kv_cache_tokens: int | None = Field(None, ge=1)  # draft KV capacity; None = sized for
+    sim_hit_rate: float | None = Field(None, ge=0, le=1)  # benchmarks only: simulated hits
+    log_interval_s: float = Field(10.0, ge=0)  # periodic SSD metrics log line; 0 = off
+    seed: int = 0  # draft sampling seed
+    load_format: Literal["auto", "dummy"] = "auto"  # internal: follows vLLM's load_format
+    runtime_dir: str | None = None  # internal: private directory for IPC sockets
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return list(cls.model_fields)
+
+
+def resolve_settings(overrides: dict[str, Any] | None = None, override_source: str = "",
+                     additional: dict[str, Any] | None = None,
+                     environ: dict[str, str] | None = None) -> SSDSettings:
+    """Merges all sources into one ``SSDSettings`` or raises ``SSDConfigError``."""
+    merged: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+
+    def add(values: dict[str, Any], source: str) -> None:
+        for key, value in values.items():
+            merged[key] = value
+            origin[key] = source
+
+    path = envs.config_file(environ)
+    if path:
+        add(_read_file(path), f"{envs.CONFIG_FILE}={path}")
+    try:
+        env_values = envs.setting_variables(environ)
+    except KeyError as error:
+        raise SSDConfigError(
+            f"vllm_ssd: unknown SSD setting {error.args[0]} (environment variable); "
+            f"known settings: {', '.join(map(envs.env_name, envs.SETTING_FIELDS))}") from None
+    add(env_values, "environment variable")
+    add(dict(additional or {}), f'additional_config["{ADDITIONAL_CONFIG_KEY}"]')
+    add(dict(overrides or {}), override_source or "arguments")
+    try:
+        return SSDSettings(**merged)
+    except ValidationError as error:
+        raise _named_error(error, origin) from None
+
+
+def _read_file(path: str) -> dict[str, Any]:
+    try:
+        values = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise SSDConfigError(f"vllm_ssd: cannot read {envs.CONFIG_FILE}={path}: {error}") from None
+    if not isinstance(values, dict):
+        raise SSDConfigError(f"vllm_ssd: {envs.CONFIG_FILE}={path} must hold a JSON object")
+    return values
+
+
+def _named_error(error: ValidationError, origin: dict[str, str]) -> SSDConfigError:
+    first = error.errors()[0]
+    name = str(first["loc"][0]) if first["loc"] else "?"
+    source = origin.get(name, "arguments")
+    if first["type"] == "extra_forbidden":
+        return SSDConfigError(
+            f"vllm_ssd: unknown SSD setting '{name}' (from {source}); known settings: "
+            f"{', '.join(SSDSettings.field_names()[:-2])}")
+    return SSDConfigError(
+        f"vllm_ssd: invalid SSD setting '{name}' = {first.get('input')!r} (from {source}): "
+        f"{first['msg']}")

@@ -90,20 +90,26 @@ class PowerLawMissEstimate:
 
 
 class LinearCost:
-    """Time of a forward pass as a + b * rows, fitted online from (rows, seconds)."""
+    """Time of a forward pass as a + b * rows: exponentially weighted least squares
+    over (rows, seconds); the prior slope is kept while only one row count was seen."""
 
-    def __init__(self, prior_fixed: float, prior_per_row: float, weight: float = 0.1):
-        self.fixed = prior_fixed
-        self.per_row = prior_per_row
-        self.weight = weight
+    def __init__(self, prior_fixed: float, prior_per_row: float, decay: float = 0.98):
+        self.prior_fixed = prior_fixed
+        self.prior_per_row = prior_per_row
+        self.decay = decay
+        self.sums = np.zeros(5)  # weight, x, y, x*x, x*y
 
     def observe(self, rows: int, seconds: float) -> None:
-        predicted = self.predict(rows)
-        error = seconds - predicted
-        # split the correction between the two terms in proportion to their share
-        share = self.per_row * rows / max(predicted, 1e-9)
-        self.per_row = max(self.per_row + self.weight * error * share / max(rows, 1), 0.0)
-        self.fixed = max(self.fixed + self.weight * error * (1.0 - share), 1e-6)
+        self.sums *= self.decay
+        self.sums += (1.0, rows, seconds, rows * rows, rows * seconds)
 
     def predict(self, rows: int) -> float:
-        return self.fixed + self.per_row * rows
+        weight, sx, sy, sxx, sxy = self.sums
+        if weight < 1e-9:
+            return self.prior_fixed + self.prior_per_row * rows
+        mean_x, mean_y = sx / weight, sy / weight
+        variance = sxx / weight - mean_x ** 2
+        slope = (sxy / weight - mean_x * mean_y) / variance if variance > 1e-6 else self.prior_per_row
+        slope = max(slope, 0.0)
+        fixed = max(mean_y - slope * mean_x, 0.0)
+        return fixed + slope * rows

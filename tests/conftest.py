@@ -1,0 +1,93 @@
+"""Shared test set-up: a CPU-friendly vLLM environment, tiny models, an LLM factory."""
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# vLLM reads these at import time; tests never need more than this.
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+for _name in [n for n in os.environ if n.startswith("VLLM_SSD_") and n != "VLLM_SSD_MODELS"]:
+    del os.environ[_name]  # a developer's SSD settings must not leak into tests
+
+TINY_DIR = Path(os.environ.get("VLLM_SSD_TEST_MODELS", Path(tempfile.gettempdir()) / "vllm-ssd-tiny"))
+PROMPTS = [
+    "def f(x):", "import json\nclass Decoder", "The quick brown fox jumps over the lazy",
+    "a", "for i in range(10):\n    print(i", "x = [1, 2, 3]\ny = {", "# comment\n",
+    "while True:\n    line = input()\n    if not line:\n        break",
+    "return self.encode(obj)", "def parse_args(argv=None):\n    parser = argparse.",
+]
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU; this machine has none")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny() -> dict[str, Path]:
+    from tests.tiny_models import build_all
+
+    return build_all(TINY_DIR)
+
+
+@contextlib.contextmanager
+def make_llm(model: Path | str, **kwargs):
+    """An in-process vLLM engine, torn down (and its draft server stopped) on exit."""
+    from vllm import LLM
+
+    options = dict(max_model_len=512, max_num_seqs=8, seed=0, enforce_eager=True,
+                   dtype="float32", disable_log_stats=False)
+    options.update(kwargs)
+    llm = LLM(model=str(model), **options)
+    try:
+        yield llm
+    finally:
+        # shut down now: a caller's variable may keep the LLM object alive, and a late
+        # destructor would tear down the next engine's process groups
+        llm.llm_engine.engine_core.shutdown()
+        del llm
+        gc.collect()
+
+
+def greedy(max_tokens: int = 32):
+    from vllm import SamplingParams
+
+    return SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
+
+
+def token_ids(outputs) -> list[list[int]]:
+    return [list(o.outputs[0].token_ids) for o in outputs]
+
+
+def ssd_config(draft: Path | str, k: int = 4, **settings) -> dict:
+    return {"method": "ssd", "model": str(draft), "num_speculative_tokens": k, **settings}
+
+
+@pytest.fixture(scope="session")
+def reference_outputs(tiny):
+    """Greedy outputs of the tiny target alone, by max_tokens."""
+    cache: dict[int, list[list[int]]] = {}
+
+    def get(max_tokens: int = 32) -> list[list[int]]:
+        if max_tokens not in cache:
+            with make_llm(tiny["target"]) as llm:
+                cache[max_tokens] = token_ids(llm.generate(PROMPTS, greedy(max_tokens),
+                                                           use_tqdm=False))
+        return cache[max_tokens]
+    return get

@@ -1,0 +1,70 @@
+"""Offline LLM.generate with SSD: token-identical greedy output, both config routes,
+and the hit rate reported identically by /metrics-style counters and the accessor."""
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import PROMPTS, greedy, make_llm, ssd_config, token_ids
+from vllm_ssd import get_ssd_metrics
+
+FULL_BUILD = {"build_plan": "full", "build_deadline": float("inf")}
+
+
+def metric_values(llm) -> dict[str, float]:
+    return {m.name: m.value for m in llm.get_metrics() if hasattr(m, "value")}
+
+
+@pytest.mark.parametrize("draft,mode,settings", [
+    ("target", "ssd", FULL_BUILD),  # every draft accepted
+    ("draft_noisy", "ssd", {}),  # partial acceptance, planned builds
+    ("draft_qwen2", "ssd", {"backup": "neural"}),  # another family, almost nothing accepted
+    ("draft_noisy", "sd", {}),  # the draft-after-outcome baseline
+])
+def test_greedy_output_is_the_targets(tiny, reference_outputs, draft, mode, settings):
+    config = ssd_config(tiny[draft], mode=mode, log_interval_s=0, **settings)
+    with make_llm(tiny["target"], speculative_config=config) as llm:
+        outputs = token_ids(llm.generate(PROMPTS, greedy(48), use_tqdm=False))
+        drafted = metric_values(llm)["vllm:spec_decode_num_draft_tokens"]
+    assert outputs == reference_outputs(48)
+    assert drafted > 0
+
+
+def test_raw_custom_class_route_with_environment_settings(tiny, reference_outputs, monkeypatch):
+    monkeypatch.setenv("VLLM_SSD_DRAFT_MODEL", str(tiny["draft_noisy"]))
+    monkeypatch.setenv("VLLM_SSD_MODE", "sd")
+    monkeypatch.setenv("VLLM_SSD_LOG_INTERVAL_S", "0")
+    config = {"method": "custom_class", "model": "vllm_ssd.SSDProposer", "num_speculative_tokens": 3}
+    with make_llm(tiny["target"], speculative_config=config) as llm:
+        outputs = token_ids(llm.generate(PROMPTS, greedy(48), use_tqdm=False))
+        metrics = metric_values(llm)
+    assert outputs == reference_outputs(48)
+    assert metrics["vllm:spec_decode_num_accepted_tokens"] > 0
+
+
+def test_draft_equal_to_target_hits_and_both_readers_agree(tiny, reference_outputs):
+    config = ssd_config(tiny["target"], log_interval_s=0, **FULL_BUILD)
+    with make_llm(tiny["target"], speculative_config=config) as llm:
+        outputs = token_ids(llm.generate(PROMPTS, greedy(48), use_tqdm=False))
+        offline = get_ssd_metrics(llm)
+        prometheus = metric_values(llm)
+    assert outputs == reference_outputs(48)
+    assert offline["lookups"] >= 40 and offline["hit_rate"] >= 0.95
+    assert prometheus["vllm:ssd_cache_lookups"] == offline["lookups"]
+    assert prometheus["vllm:ssd_cache_hits"] == offline["hits"]
+    assert prometheus["vllm:spec_decode_num_accepted_tokens"] == offline["accepted_tokens"]
+
+
+def test_uneven_lengths_and_max_tokens(tiny):
+    """Rows finish at different steps; drafts never overrun max_tokens or max_model_len."""
+    from vllm import SamplingParams
+
+    params = [SamplingParams(temperature=0.0, max_tokens=n, ignore_eos=True)
+              for n in (1, 2, 3, 5, 8, 13, 21, 200)]
+    prompts = PROMPTS[:8]
+    with make_llm(tiny["target"], max_model_len=256) as llm:
+        expected = token_ids(llm.generate(prompts, params, use_tqdm=False))
+    config = ssd_config(tiny["target"], log_interval_s=0, **FULL_BUILD)
+    with make_llm(tiny["target"], max_model_len=256, speculative_config=config) as llm:
+        outputs = token_ids(llm.generate(prompts, params, use_tqdm=False))
+    assert outputs == expected
+    assert [len(o) for o in outputs][:7] == [1, 2, 3, 5, 8, 13, 21]

@@ -1,0 +1,66 @@
+"""Fallback decisions and online estimates of the draft server's policy."""
+import numpy as np
+import pytest
+
+from vllm_ssd.saguaro.estimators import AcceptanceEstimate, LinearCost, PowerLawMissEstimate
+from vllm_ssd.server.policy import SOURCE_CACHE, SOURCE_NGRAM, SOURCE_NONE, SpeculationPolicy
+
+
+def test_acceptance_estimate_is_the_geometric_mle():
+    est = AcceptanceEstimate(prior=0.5, prior_weight=1e-9, decay=1.0)
+    # rounds of 4 drafts: 4 accepted, 2 accepted (then rejected), 0 accepted (rejected)
+    est.observe(np.array([4, 2, 0]), np.array([4, 4, 4]))
+    assert est.value == pytest.approx(6 / 8)
+
+
+def test_power_law_recovers_r():
+    est = PowerLawMissEstimate(prior_r=1.0, max_fanout=8, decay=1.0)
+    for fanout in (1, 2, 4, 8):
+        miss = 0.5 * fanout ** -2.0
+        hits = np.arange(1000) >= 1000 * miss
+        est.observe(np.full(1000, fanout), hits)
+    assert est.r == pytest.approx(2.0, rel=0.05)
+
+
+def test_linear_cost_converges():
+    cost = LinearCost(0.01, 0.001)
+    for _ in range(300):
+        for rows in (1, 8, 32):
+            cost.observe(rows, 0.002 + 0.0005 * rows)
+    assert cost.predict(16) == pytest.approx(0.002 + 0.0005 * 16, rel=0.1)
+
+
+def make_policy(backup="auto"):
+    policy = SpeculationPolicy(max_drafts=4, max_budget=8, prior_r=1.0, fixed_r=False,
+                               backup=backup)
+    policy.target_step_s.value = 0.01
+    policy.p_hit.value = 0.9
+    return policy
+
+
+def test_backup_choice_follows_batch_size():
+    policy = make_policy()
+    jit = 0.006  # 0.6 target steps
+    assert policy.choose_backup(1, jit) == "neural"
+    assert policy.choose_backup(128, jit) == "ngram"
+    assert make_policy("neural").choose_backup(128, jit) == "neural"
+
+
+def test_fanout_rows_follow_source_and_draft_count():
+    policy = make_policy()
+    fanout = policy.fanout(np.array([SOURCE_NONE, SOURCE_CACHE, SOURCE_NGRAM]), np.array([0, 4, 4]))
+    assert fanout.shape == (3, 5) and (fanout.sum(axis=1) == 8).all()
+    assert fanout[0, 0] == 8  # no drafts: every guess is about the next token
+    assert fanout[2, 0] > fanout[1, 0]  # poor n-gram drafts: most rounds reject at once
+
+
+def test_replan_shrinks_work_to_fit_the_target_step():
+    policy = make_policy()
+    policy.step_cost = LinearCost(0.004, 0.0005)  # one branch step ~ half a target step
+    policy.glue_cost = LinearCost(0.004, 0.0001)
+    plan = policy.replan(num_rows=1)
+    assert plan.depth < 4 or plan.budget < 8
+    cheap = make_policy()
+    cheap.step_cost = LinearCost(0.0001, 0.00001)
+    cheap.glue_cost = LinearCost(0.0001, 0.00001)
+    assert cheap.replan(num_rows=1).depth == 4

@@ -19,7 +19,7 @@ os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
 for _name in [n for n in os.environ if n.startswith("VLLM_SSD_") and n != "VLLM_SSD_MODELS"]:
     del os.environ[_name]  # a developer's SSD settings must not leak into tests
 
-TINY_DIR = Path(os.environ.get("VLLM_SSD_TEST_MODELS", Path(tempfile.gettempdir()) / "vllm-ssd-tiny"))
+TINY_ROOT = Path(os.environ.get("SSD_TEST_MODELS", Path(tempfile.gettempdir()) / "vllm-ssd-tiny"))
 PROMPTS = [
     "def f(x):", "import json\nclass Decoder", "The quick brown fox jumps over the lazy",
     "a", "for i in range(10):\n    print(i", "x = [1, 2, 3]\ny = {", "# comment\n",
@@ -41,9 +41,12 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def tiny() -> dict[str, Path]:
-    from tests.tiny_models import build_all
+    import hashlib
 
-    return build_all(TINY_DIR)
+    from tests import tiny_models
+
+    recipe = hashlib.sha256(Path(tiny_models.__file__).read_bytes()).hexdigest()[:10]
+    return tiny_models.build_all(TINY_ROOT / recipe)
 
 
 @contextlib.contextmanager

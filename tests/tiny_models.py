@@ -70,6 +70,26 @@ def build_model(out: Path, tokenizer, family: str, hidden: int, layers: int, hea
     return out
 
 
+def build_tiny_vocab_pair(root: Path, vocab: int = 8) -> tuple[Path, Path]:
+    """Target and draft with an 8-token vocabulary and no tokenizer, for exact
+    distribution tests (every joint probability is computable)."""
+    import torch
+    import transformers
+
+    paths = []
+    for name, seed in (("v8_target", 11), ("v8_draft", 12)):
+        torch.manual_seed(seed)
+        config = transformers.LlamaConfig(
+            vocab_size=vocab, hidden_size=64, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=1, num_key_value_heads=1, head_dim=64,
+            max_position_embeddings=256, bos_token_id=0, eos_token_id=vocab - 1,
+            tie_word_embeddings=False, initializer_range=0.5, torch_dtype="float32")
+        model = transformers.LlamaForCausalLM(config).eval()
+        model.save_pretrained(root / name, safe_serialization=True)
+        paths.append(root / name)
+    return paths[0], paths[1]
+
+
 def build_noisy_copy(src: Path, out: Path, noise: float, seed: int) -> Path:
     """The same weights plus Gaussian noise: a draft with partial acceptance."""
     import shutil
@@ -88,13 +108,15 @@ def build_noisy_copy(src: Path, out: Path, noise: float, seed: int) -> Path:
 def build_all(root: Path) -> dict[str, Path]:
     """Builds every tiny model under ``root`` once; returns name -> directory."""
     root.mkdir(parents=True, exist_ok=True)
-    paths = {name: root / name for name in [*SPECS, "draft_noisy", "draft_badvocab"]}
+    paths = {name: root / name for name in
+             [*SPECS, "draft_noisy", "draft_badvocab", "v8_target", "v8_draft"]}
     if (root / "DONE").exists():
         return paths
     tokenizer = build_tokenizer(root / "tokenizer")
     for name, spec in SPECS.items():
         build_model(paths[name], tokenizer, *spec)
-    build_noisy_copy(paths["target"], paths["draft_noisy"], noise=0.01, seed=7)
+    build_noisy_copy(paths["target"], paths["draft_noisy"], noise=0.004, seed=7)
     build_model(paths["draft_badvocab"], tokenizer, "llama", 64, 2, 2, 1, 128, 5, vocab=VOCAB + 64)
+    build_tiny_vocab_pair(root)
     (root / "DONE").write_text(json.dumps({name: str(p) for name, p in paths.items()}))
     return paths

@@ -29,8 +29,10 @@ RESTART_BACKOFF_S = (1.0, 5.0, 30.0)
 
 class SSDProposer:
     def __init__(self, vllm_config):
+        from vllm_ssd.cpu_sampling_fix import ensure_exact_cpu_sampling
         from vllm_ssd.plugin import settings_from_vllm_config
 
+        ensure_exact_cpu_sampling()
         self.settings: SSDSettings = settings_from_vllm_config(vllm_config)
         spec = vllm_config.speculative_config
         self.num_speculative_tokens = int(spec.num_speculative_tokens)

@@ -11,8 +11,9 @@ __all__ = ["SSDProposer", "get_ssd_metrics", "register"]
 
 
 def register() -> None:
-    from vllm_ssd.plugin import install
+    from vllm_ssd.plugin import install, share_vllm_logging
 
+    share_vllm_logging()
     install()
 
 

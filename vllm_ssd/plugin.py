@@ -32,6 +32,17 @@ PASSTHROUGH_KEYS = ("num_speculative_tokens", "max_model_len", "disable_by_batch
 _MARK = "_vllm_ssd_wrapped"
 
 
+def share_vllm_logging() -> None:
+    """Routes ``vllm_ssd`` log records through vLLM's handlers and level (once)."""
+    ours, theirs = logging.getLogger("vllm_ssd"), logging.getLogger("vllm")
+    if ours.handlers or not theirs.handlers:
+        return
+    for handler in theirs.handlers:
+        ours.addHandler(handler)
+    ours.setLevel(theirs.level)
+    ours.propagate = False
+
+
 def install() -> None:
     """Wraps ``EngineArgs.create_speculative_config`` once per process."""
     from vllm.engine.arg_utils import EngineArgs

@@ -1,0 +1,132 @@
+"""`vllm serve` with `--speculative-config '{"method": "ssd", ...}'` behind the OpenAI API."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import PROMPTS
+
+VLLM = shutil.which("vllm", path=str(Path(sys.executable).parent)) or "vllm"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(model: Path, extra: list[str], log: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    command = [VLLM, "serve", str(model), "--host", "127.0.0.1", "--port", str(port),
+               "--dtype", "float32", "--enforce-eager", "--max-model-len", "512",
+               "--max-num-seqs", "8", "--served-model-name", "tiny", *extra]
+    process = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    return process, f"http://127.0.0.1:{port}"
+
+
+def wait_ready(process: subprocess.Popen, url: str, log: Path, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"vllm serve exited early:\n{log.read_text()[-3000:]}")
+        try:
+            if requests.get(url + "/health", timeout=1).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(log.read_text()[-3000:])
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+@pytest.fixture(scope="module")
+def servers(tiny, tmp_path_factory):
+    logs = tmp_path_factory.mktemp("serve")
+    config = json.dumps({"method": "ssd", "model": str(tiny["draft_noisy"]),
+                         "num_speculative_tokens": 3, "log_interval_s": 1})
+    plain, plain_url = start_server(tiny["target"], [], logs / "plain.log")
+    ssd, ssd_url = start_server(tiny["target"], ["--speculative-config", config], logs / "ssd.log")
+    try:
+        wait_ready(plain, plain_url, logs / "plain.log")
+        wait_ready(ssd, ssd_url, logs / "ssd.log")
+        yield {"plain": plain_url, "ssd": ssd_url, "ssd_log": logs / "ssd.log"}
+    finally:
+        stop(ssd)
+        stop(plain)
+
+
+def client(url: str):
+    from openai import OpenAI
+
+    return OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def complete(url: str, prompt: str, **kwargs) -> str:
+    response = client(url).completions.create(model="tiny", prompt=prompt, max_tokens=40,
+                                              temperature=0.0, **kwargs)
+    return response.choices[0].text
+
+
+def test_completions_match_the_plain_server(servers):
+    for prompt in PROMPTS[:4]:
+        assert complete(servers["ssd"], prompt) == complete(servers["plain"], prompt)
+
+
+def test_chat_completions_match(servers):
+    def chat(url):
+        response = client(url).chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "write a parser"}],
+            max_tokens=40, temperature=0.0)
+        return response.choices[0].message.content
+    assert chat(servers["ssd"]) == chat(servers["plain"])
+
+
+def test_streaming_matches(servers):
+    stream = client(servers["ssd"]).completions.create(
+        model="tiny", prompt=PROMPTS[1], max_tokens=40, temperature=0.0, stream=True)
+    streamed = "".join(chunk.choices[0].text for chunk in stream)
+    assert streamed == complete(servers["plain"], PROMPTS[1])
+
+
+def test_eight_concurrent_clients(servers):
+    with ThreadPoolExecutor(8) as pool:
+        ssd = list(pool.map(lambda p: complete(servers["ssd"], p), PROMPTS[:8]))
+    plain = [complete(servers["plain"], p) for p in PROMPTS[:8]]
+    assert ssd == plain
+
+
+def test_metrics_answer_with_ssd_counters(servers):
+    text = requests.get(servers["ssd"] + "/metrics", timeout=10).text
+    values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+              if line.startswith("vllm:ssd_cache_")}
+    assert values["vllm:ssd_cache_lookups_total"] > 0
+    assert 0 <= values["vllm:ssd_cache_hits_total"] <= values["vllm:ssd_cache_lookups_total"]
+    assert "vllm:spec_decode_num_drafts_total" in text
+    assert "SSD metrics: cache hit rate" in servers["ssd_log"].read_text()
+
+
+def test_bad_ssd_config_stops_serve_with_one_message(tiny, tmp_path):
+    config = json.dumps({"method": "ssd", "model": "/nonexistent/draft",
+                         "num_speculative_tokens": 3})
+    process, _ = start_server(tiny["target"], ["--speculative-config", config],
+                              tmp_path / "bad.log")
+    assert process.wait(timeout=180) != 0
+    log = (tmp_path / "bad.log").read_text()
+    assert "vllm_ssd: invalid SSD setting 'draft_model' = '/nonexistent/draft'" in log

@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install_cpu.sh .venv
 source scripts/env.sh
-.venv/bin/python benchmarks/models/build_models.py --out "$VLLM_SSD_MODELS"
+.venv/bin/python benchmarks/models/build_models.py --out "$VLLM_SSD_MODELS" qwen-1.5b qwen-0.5b
 .venv/bin/python benchmarks/bench_offline.py --preset demo

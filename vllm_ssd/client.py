@@ -34,11 +34,16 @@ class DraftServerUnavailable(RuntimeError):
     pass
 
 
+MAX_SOCKET_PATH = 100  # sockaddr_un.sun_path holds 107 bytes
+
+
 @dataclass
 class ServerProcess:
     process: subprocess.Popen
     socket_path: str
+    address_file: str  # <runtime dir>/draft-*.addr: where readers find the socket
     token: str
+    short_dir: str | None = None  # private directory used when the runtime dir is too deep
 
 
 def runtime_dir(settings: SSDSettings) -> str:
@@ -61,10 +66,15 @@ class DraftClient:
     def start(self, wait: bool = True) -> None:
         """Spawns the server and sends the handshake; with ``wait`` blocks for its reply."""
         self.close_server()
-        path = os.path.join(runtime_dir(self.settings),
-                            f"draft-{os.getpid()}-{secrets.token_hex(4)}.sock")
+        name = os.path.join(runtime_dir(self.settings), f"draft-{os.getpid()}-{secrets.token_hex(4)}")
+        path, short_dir = name + ".sock", None
+        if len(path) > MAX_SOCKET_PATH:
+            short_dir = tempfile.mkdtemp(prefix="vllm-ssd-", dir="/tmp")
+            path = os.path.join(short_dir, "draft.sock")
+        with open(name + ".addr", "w") as handle:
+            handle.write(path)
         token = secrets.token_hex(16)
-        self.server = ServerProcess(self._spawn(path, token), path, token)
+        self.server = ServerProcess(self._spawn(path, token), path, name + ".addr", token, short_dir)
         self.socket = self.context.socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.connect(f"ipc://{path}")
@@ -151,8 +161,11 @@ class DraftClient:
                 pass
         if self.server is not None:
             _stop_process(self.server.process)
-            if os.path.exists(self.server.socket_path):
-                os.unlink(self.server.socket_path)
+            for path in (self.server.socket_path, self.server.address_file):
+                if os.path.exists(path):
+                    os.unlink(path)
+            if self.server.short_dir:
+                os.rmdir(self.server.short_dir)
         if self.socket is not None:
             self.socket.close()
         self.socket, self.server, self.awaiting_hello = None, None, False

@@ -84,7 +84,14 @@ def read_stats(runtime_dir: str, timeout_s: float = 2.0) -> dict[str, float]:
 
     total: dict[str, float] = {}
     context = zmq.Context.instance()
-    for path in sorted(glob.glob(os.path.join(runtime_dir, "**", "draft-*.sock"), recursive=True)):
+    for address in sorted(glob.glob(os.path.join(runtime_dir, "**", "draft-*.addr"), recursive=True)):
+        try:
+            with open(address) as handle:
+                path = handle.read().strip()
+        except OSError:  # the server is shutting down
+            continue
+        if not os.path.exists(path):
+            continue
         socket = context.socket(zmq.DEALER)
         socket.setsockopt(zmq.LINGER, 0)
         try:

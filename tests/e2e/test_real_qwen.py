@@ -22,7 +22,7 @@ def qwen_pair() -> tuple[Path, Path]:
     root = Path(envs.models_dir())
     if not all((root / name / "BUILD_INFO.json").exists() for name in (TARGET, DRAFT)):
         subprocess.run([sys.executable, str(REPO / "benchmarks/models/build_models.py"),
-                        "--out", str(root)], check=True)
+                        "--out", str(root), "qwen-1.5b", "qwen-0.5b"], check=True)
     return root / TARGET, root / DRAFT
 
 

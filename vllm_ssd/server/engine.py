@@ -60,7 +60,7 @@ class DraftEngine:
         drafts, lens, source = self._speculate(slots, outcomes, caps)
         self.table.set_drafts(slots, drafts, lens, source)
         self.pending_build = slots if self.settings.mode == "ssd" else slots[:0]
-        self.stats.observe_step(outcomes, source, lens, time.perf_counter() - start)
+        self.stats.observe_step(outcomes, sources, lens, time.perf_counter() - start)
         self.num_steps += 1
         keep = np.arange(self.max_drafts)[None, :] < lens[:, None]
         return P.StepReply(seq=request.seq, num_drafts=P.pack(lens), draft_tokens=P.pack(drafts[keep]),

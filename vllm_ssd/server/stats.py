@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from vllm_ssd.server.policy import SOURCE_CACHE, SOURCE_NEURAL
+
 SCALARS = (
     "steps", "rows", "lookups", "hits", "drafted_tokens", "outcomes", "accepted_tokens",
     "step_seconds", "build_rounds", "build_seconds", "build_fraction_sum", "branches",
     "branch_depth_sum", "backup_neural_rows", "backup_ngram_rows", "backup_neural_seconds",
     "backup_ngram_seconds", "backup_neural_steps", "backup_ngram_steps", "restarts",
+    "outcomes_after_hit", "accepted_after_hit", "outcomes_after_backup", "accepted_after_backup",
 )
 
 
@@ -27,9 +30,15 @@ class ServerStats:
         if base:
             self.restore(base)
 
-    def observe_step(self, outcomes, source: np.ndarray, lens: np.ndarray, seconds: float) -> None:
+    def observe_step(self, outcomes, previous_source: np.ndarray, lens: np.ndarray,
+                     seconds: float) -> None:
+        """previous_source: which speculator drafted the round each outcome verifies."""
         s = self.scalars
         rows = outcomes.is_outcome & (outcomes.num_proposed > 0)
+        for name, which in (("hit", previous_source == SOURCE_CACHE),
+                            ("backup", previous_source >= SOURCE_NEURAL)):
+            s[f"outcomes_after_{name}"] += float((rows & which).sum())
+            s[f"accepted_after_{name}"] += float(outcomes.num_accepted[rows & which].sum())
         k, proposed = outcomes.num_accepted[rows], outcomes.num_proposed[rows]
         s["steps"] += 1
         s["rows"] += len(lens)

@@ -1,0 +1,122 @@
+"""Turns raw benchmark batches into per-row metrics, speedups and speed-model predictions."""
+from __future__ import annotations
+
+import numpy as np
+
+from vllm_ssd.saguaro.speed_model import batch_throughput
+
+
+def _diff(after: dict, before: dict, name: str):
+    a, b = after.get(name), before.get(name)
+    if a is None:
+        return None
+    if isinstance(a, list):
+        return [x - y for x, y in zip(a, b or [0] * len(a))]
+    return a - (b or 0)
+
+
+def _ssd_diff(batches: list[dict]) -> dict:
+    total: dict[str, float] = {}
+    for batch in batches:
+        after, before = batch["after"].get("ssd", {}), batch["before"].get("ssd", {})
+        for key, value in after.items():
+            if "." not in key and isinstance(value, (int, float)):
+                total[key] = total.get(key, 0.0) + value - before.get(key, 0.0)
+    return total
+
+
+def row_metrics(row: dict) -> dict:
+    requests = [r for batch in row["batches"] for r in batch["requests"]]
+    tokens = sum(r["tokens"] for r in requests)
+    wall = sum(b["wall_s"] for b in row["batches"])
+    tpot = [(r["end"] - r["ttft"]) / (r["tokens"] - 1) for r in requests if r["tokens"] > 1]
+    decode_time = sum(max(r["end"] for r in b["requests"]) - max(r["ttft"] for r in b["requests"])
+                      for b in row["batches"])
+    out = {key: row[key] for key in ("method", "placement", "batch_size", "temperature", "k", "budget")}
+    out.update({
+        "output_tokens": tokens, "wall_s": wall, "throughput_tok_s": tokens / wall,
+        "decode_tok_s": sum(r["tokens"] - 1 for r in requests) / decode_time,
+        "tpot_p50_ms": 1000 * float(np.percentile(tpot, 50)),
+        "tpot_p99_ms": 1000 * float(np.percentile(tpot, 99)),
+        "ttft_p50_ms": 1000 * float(np.percentile([r["ttft"] for r in requests], 50)),
+    })
+    out.update(_spec_metrics(row["batches"]))
+    out.update(_ssd_metrics(_ssd_diff(row["batches"])))
+    if row["batch_size"] == 1:
+        out["per_dataset"] = _per_dataset(row["batches"])
+    return out
+
+
+def _per_dataset(batches: list[dict]) -> dict:
+    """Batch size 1: each batch is one prompt; acceptance and hit rate by dataset."""
+    groups: dict[str, list[dict]] = {}
+    for batch in batches:
+        groups.setdefault(batch["datasets"][0], []).append(batch)
+    out = {}
+    for name, group in groups.items():
+        metrics = _spec_metrics(group)
+        metrics.update(_ssd_metrics(_ssd_diff(group)))
+        out[name] = {k: metrics[k] for k in ("mean_accepted_length", "hit_rate") if k in metrics}
+    return out
+
+
+def _spec_metrics(batches: list[dict]) -> dict:
+    names = ("vllm:spec_decode_num_drafts", "vllm:spec_decode_num_draft_tokens",
+             "vllm:spec_decode_num_accepted_tokens")
+    sums = {n: sum(_diff(b["after"], b["before"], n) or 0 for b in batches) for n in names}
+    per_pos = None
+    for b in batches:
+        d = _diff(b["after"], b["before"], "vllm:spec_decode_num_accepted_tokens_per_pos")
+        per_pos = d if per_pos is None else [x + y for x, y in zip(per_pos, d or [])]
+    drafts = sums[names[0]]
+    if not drafts:
+        return {}
+    return {"mean_accepted_length": 1 + sums[names[2]] / drafts,
+            "draft_acceptance_rate": sums[names[2]] / max(sums[names[1]], 1),
+            "per_position_acceptance": [x / drafts for x in (per_pos or [])]}
+
+
+def _ssd_metrics(s: dict) -> dict:
+    if not s.get("steps"):
+        return {}
+    def ratio(a, b):
+        return s.get(a, 0.0) / s[b] if s.get(b) else 0.0
+    neural_steps = s.get("backup_neural_steps", 0.0)
+    return {
+        "hit_rate": ratio("hits", "lookups"),
+        "t_p_over_t_v": ratio("build_fraction_sum", "build_rounds"),
+        "branches_per_round": ratio("branches", "build_rounds"),
+        "branch_depth": ratio("branch_depth_sum", "build_rounds"),
+        "backup_neural_rows": s.get("backup_neural_rows", 0.0),
+        "backup_ngram_rows": s.get("backup_ngram_rows", 0.0),
+        "backup_neural_ms": 1000 * s.get("backup_neural_seconds", 0.0) / neural_steps if neural_steps else 0.0,
+        "e_hit": 1 + ratio("accepted_after_hit", "outcomes_after_hit"),
+        "e_miss": 1 + ratio("accepted_after_backup", "outcomes_after_backup"),
+    }
+
+
+def add_comparisons(rows: list[dict]) -> list[dict]:
+    """Speedups vs plain (same cores, and one core) and vs vLLM SD; the speed model's
+    prediction for SSD rows (Cor 16 applied to plain decoding on the target's core)."""
+    def find(method, placement, row):
+        for other in rows:
+            if (other["method"], other["placement"], other["batch_size"], other["temperature"]) == \
+                    (method, placement, row["batch_size"], row["temperature"]):
+                return other
+        return None
+    for row in rows:
+        for name, (method, placement) in {"plain_2core": ("plain", "2 cores"),
+                                          "plain_1core": ("plain", "1 core"),
+                                          "vllm_sd_2core": ("vllm_sd", "2 cores"),
+                                          "vllm_sd_1core": ("vllm_sd", "1 core")}.items():
+            base = find(method, placement, row)
+            if base:
+                row[f"speedup_vs_{name}"] = row["decode_tok_s"] / base["decode_tok_s"]
+        plain_1 = find("plain", "1 core", row)
+        if row["method"] == "ssd" and plain_1 and "hit_rate" in row:
+            step_ms = 1000 * row["batch_size"] / plain_1["decode_tok_s"]  # one target step
+            t_b = row["backup_neural_ms"] / step_ms
+            factor = batch_throughput(row["batch_size"], row["hit_rate"], row["e_hit"],
+                                      row["e_miss"], row["t_p_over_t_v"], t_b)
+            row["model_decode_tok_s"] = plain_1["decode_tok_s"] * factor
+    return rows

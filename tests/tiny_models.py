@@ -20,6 +20,9 @@ SPECS = {
     "draft": ("llama", 64, 2, 2, 1, 128, 1),
     "draft_qwen2": ("qwen2", 64, 2, 2, 1, 128, 2),
     "draft_qwen3": ("qwen3", 64, 2, 2, 1, 128, 3),
+    # head_dim 64, for FlashAttention on GPUs
+    "target_hd64": ("llama", 256, 4, 4, 2, 512, 4),
+    "draft_hd64": ("qwen2", 128, 2, 2, 1, 256, 6),
 }
 
 

@@ -44,6 +44,8 @@ def summary(stats: dict[str, float]) -> dict[str, float]:
         "mean_build_fraction": ratio("build_fraction_sum", "build_rounds"),
         "branches_per_round": ratio("branches", "build_rounds"),
         "mean_branch_depth": ratio("branch_depth_sum", "build_rounds"),
+        "mean_round_trip_ms": 1000 * ratio("round_trip_seconds", "round_trips"),
+        "mean_hit_round_trip_ms": 1000 * ratio("round_trip_all_hit_seconds", "round_trips_all_hit"),
     }
 
 

@@ -49,6 +49,7 @@ class SSDProposer:
         self.stats_logger = StatsLogger(self.settings.log_interval_s)
         self.last_stats: dict[str, float] = {}
         self.last_return = 0.0
+        self.last_round_trip_s = 0.0
         self.failures = 0
         self.next_restart = 0.0
 
@@ -73,11 +74,15 @@ class SSDProposer:
         req_ids = list(self.runner.input_batch.req_ids[:num_rows])
         request, rows = self._make_step(req_ids, sampled_token_ids, num_tokens_no_spec[:num_rows],
                                         token_ids_cpu, target_step_s)
+        request.previous_round_trip_s = self.last_round_trip_s
+        sent = time.perf_counter()
         try:
             reply = self.client.step(request)
         except DraftServerUnavailable as error:
             self._on_failure(error)
             return drafts
+        self.last_round_trip_s = time.perf_counter() - sent
+        self.failures = 0
         lens = P.unpack(reply.num_drafts)
         flat = P.unpack(reply.draft_tokens).tolist()
         ends = np.cumsum(lens).tolist()

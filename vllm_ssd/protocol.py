@@ -52,6 +52,7 @@ class StepRequest(msgspec.Struct, tag="step"):
     is_step_delta: bytes  # uint8 [B], 1 = the row's tokens are this step's sampled tokens
     max_drafts: bytes  # int32 [B], per-row cap (max_model_len / max_tokens room)
     target_step_s: float = 0.0  # wall time of the target step that produced these outcomes
+    previous_round_trip_s: float = 0.0  # the proposer's wait for the previous reply
 
 
 class StepReply(msgspec.Struct, tag="step_reply"):

@@ -40,6 +40,7 @@ class SSDSettings(BaseModel):
     # been waiting and the build ran longer than this many target steps (inf = never)
     ipc_timeout_s: float = Field(30.0, gt=0)  # a step reply slower than this = server down
     startup_timeout_s: float = Field(600.0, gt=0)  # draft model load + handshake
+    enforce_eager: bool = False  # CUDA drafts: no CUDA graphs
     block_size: int = Field(16, ge=1, le=1024)
     kv_cache_tokens: int | None = Field(None, ge=1)  # draft KV capacity; None = sized for
     sim_hit_rate: float | None = Field(None, ge=0, le=1)  # benchmarks only: simulated hits

@@ -88,9 +88,9 @@ def _build_engine(settings: SSDSettings, hello: P.Hello):
     blocks_per_seq = -(-(max_len + hello.num_speculative_tokens + 1) // settings.block_size)
     branch_blocks = hello.max_num_seqs * settings.fanout_budget * \
         (2 + hello.num_speculative_tokens // settings.block_size)
-    num_blocks = hello.max_num_seqs * blocks_per_seq + branch_blocks
+    num_blocks = hello.max_num_seqs * blocks_per_seq + branch_blocks + 1  # + reserved block 0
     if settings.kv_cache_tokens:
-        num_blocks = -(-settings.kv_cache_tokens // settings.block_size) + branch_blocks
+        num_blocks = -(-settings.kv_cache_tokens // settings.block_size) + branch_blocks + 1
     runner = DraftModelRunner(settings.draft_model, device, settings.draft_dtype, num_blocks,
                               settings.block_size, max_len + hello.num_speculative_tokens + 1,
                               dummy=settings.load_format == "dummy")

@@ -23,6 +23,7 @@ class TokenBatch:
     logits_indices: torch.Tensor  # [L] int64, rows of T whose logits are wanted
     max_query_len: int
     max_context_len: int
+    uniform_query_len: int | None = None  # every sequence has this many new tokens
 
     @property
     def num_tokens(self) -> int:
@@ -66,4 +67,6 @@ def make_token_batch(
         logits_indices=to_dev(logits_indices),
         max_query_len=int(query_lens.max(initial=0)),
         max_context_len=int(context_lens.max(initial=0)),
+        uniform_query_len=int(query_lens[0]) if len(query_lens) and
+        (query_lens == query_lens[0]).all() else None,
     )

@@ -17,12 +17,14 @@ class OutOfBlocks(RuntimeError):
 
 
 class BlockManager:
-    def __init__(self, num_blocks: int, block_size: int):
+    def __init__(self, num_blocks: int, block_size: int, reserved: int = 0):
+        """Blocks [0, reserved) are never handed out (block 0 absorbs padding writes)."""
         self.num_blocks = num_blocks
         self.block_size = block_size
         self.ref_counts = np.zeros(num_blocks, dtype=np.int32)
-        self.free_stack = np.arange(num_blocks - 1, -1, -1, dtype=np.int32)
-        self.num_free = num_blocks
+        self.free_stack = np.zeros(num_blocks, dtype=np.int32)
+        self.free_stack[:num_blocks - reserved] = np.arange(num_blocks - 1, reserved - 1, -1)
+        self.num_free = num_blocks - reserved
 
     def can_allocate(self, num: int) -> bool:
         return num <= self.num_free

@@ -30,7 +30,7 @@ class DraftEngine:
                  max_slots: int, max_len: int, stats: ServerStats):
         self.settings = settings
         self.max_drafts = max_drafts
-        self.blocks = BlockManager(runner.num_blocks, runner.block_size)
+        self.blocks = BlockManager(runner.num_blocks, runner.block_size, reserved=1)
         self.table = RequestTable(max_slots, max_len, max_drafts, self.blocks)
         self.cache = SpeculationCache(max_slots, max_drafts, settings.fanout_budget)
         self.drafter = Drafter(runner, settings.saguaro_c, seed=settings.seed)
@@ -38,10 +38,14 @@ class DraftEngine:
         self.policy = SpeculationPolicy(max_drafts, settings.fanout_budget,
                                         settings.fanout_r or 1.0, settings.fanout_r is not None,
                                         settings.backup)
+        if not settings.enforce_eager:
+            runner.capture_graphs({1: max_slots * settings.fanout_budget,
+                                   max_drafts + 1: max_slots}, self.table.block_tables.shape[1])
         self.stats = stats
         self.rng = np.random.default_rng(settings.seed)
         self.pending_build = np.zeros(0, dtype=np.int64)
         self.num_steps = 0
+        self.last_all_hit = False
 
     def step(self, request: P.StepRequest) -> P.StepReply:
         start = time.perf_counter()
@@ -57,8 +61,12 @@ class DraftEngine:
                                      outcomes.is_outcome)
         if request.target_step_s > 0:
             self.policy.target_step_s.update(request.target_step_s)
+        if request.previous_round_trip_s > 0:
+            self.stats.observe_round_trip(request.previous_round_trip_s, self.last_all_hit)
         drafts, lens, source = self._speculate(slots, outcomes, caps)
         self.table.set_drafts(slots, drafts, lens, source)
+        wanted = caps > 0
+        self.last_all_hit = bool(wanted.any() and (source[wanted] == SOURCE_CACHE).all())
         self.pending_build = slots if self.settings.mode == "ssd" else slots[:0]
         self.stats.observe_step(outcomes, sources, lens, time.perf_counter() - start)
         self.num_steps += 1

@@ -9,6 +9,7 @@ import torch
 from safetensors import safe_open
 
 from vllm_ssd.server.arch import ModelArch
+from vllm_ssd.server.cpu_linear import pack_linears
 from vllm_ssd.server.layers import RotaryEmbedding
 from vllm_ssd.server.model import DraftLM
 
@@ -46,7 +47,9 @@ def load_draft_model(model_dir: str, arch: ModelArch, dtype: torch.dtype,
         _load_safetensors(model, Path(model_dir), arch)
     if arch.tie_word_embeddings:
         model.lm_head.weight = model.embed_tokens.weight
-    return model.eval().requires_grad_(False)
+    model = model.eval().requires_grad_(False)
+    pack_linears(model, device)
+    return model
 
 
 def _fill_dummy(model: DraftLM) -> None:

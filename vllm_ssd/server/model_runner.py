@@ -8,6 +8,7 @@ import torch
 
 from vllm_ssd.server.arch import ModelArch
 from vllm_ssd.server.attention import TorchPagedAttention
+from vllm_ssd.server.attention_cuda import FlashPagedAttention, flash_attention_available
 from vllm_ssd.server.batch import TokenBatch, make_token_batch
 from vllm_ssd.server.loader import load_draft_model, resolve_dtype
 
@@ -28,7 +29,12 @@ class DraftModelRunner:
         self.kv_cache = torch.zeros(
             self.arch.num_layers, 2, num_blocks, block_size, self.arch.num_kv_heads,
             self.arch.head_dim, dtype=self.dtype, device=device)
-        self.backend = TorchPagedAttention(block_size)
+        self.max_positions = max_positions
+        if flash_attention_available(device, self.dtype):
+            self.backend = FlashPagedAttention(block_size, device)
+        else:
+            self.backend = TorchPagedAttention(block_size)
+        self.graphs = None
         logger.info("draft model %s (%s, %d layers) on %s in %s; KV cache %d blocks x %d",
                     model_dir, self.arch.model_type, self.arch.num_layers, device,
                     self.dtype, num_blocks, block_size)
@@ -39,9 +45,23 @@ class DraftModelRunner:
         return make_token_batch(input_ids, query_lens, start_positions, block_tables,
                                 logits_indices, self.block_size, self.device)
 
+    def capture_graphs(self, max_rows: dict[int, int], max_blocks: int) -> None:
+        """CUDA graphs for uniform decode / glue batches (FlashAttention backend only);
+        max_rows: query length -> most rows."""
+        if not isinstance(self.backend, FlashPagedAttention):
+            return
+        from vllm_ssd.server.cuda_graphs import CudaGraphRunner
+        self.graphs = CudaGraphRunner(self.model, self.kv_cache, max_rows, max_blocks,
+                                      self.max_positions)
+        self.graphs.capture(self.backend)
+
     @torch.inference_mode()
     def run(self, batch: TokenBatch) -> torch.Tensor:
         """Writes the batch's KV and returns float32 logits [L, vocab] at logits_indices."""
+        if self.graphs is not None:
+            logits = self.graphs.run(batch)
+            if logits is not None:
+                return logits
         meta = self.backend.build(batch)
         hidden = self.model(batch.input_ids, batch.positions, self.kv_cache, self.backend, meta)
         return self.model.compute_logits(hidden[batch.logits_indices])

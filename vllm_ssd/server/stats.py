@@ -15,6 +15,7 @@ SCALARS = (
     "branch_depth_sum", "backup_neural_rows", "backup_ngram_rows", "backup_neural_seconds",
     "backup_ngram_seconds", "backup_neural_steps", "backup_ngram_steps", "restarts",
     "outcomes_after_hit", "accepted_after_hit", "outcomes_after_backup", "accepted_after_backup",
+    "round_trips", "round_trip_seconds", "round_trips_all_hit", "round_trip_all_hit_seconds",
 )
 
 
@@ -62,6 +63,14 @@ class ServerStats:
         self.scalars[f"backup_{kind}_rows"] += rows
         self.scalars[f"backup_{kind}_steps"] += 1
         self.scalars[f"backup_{kind}_seconds"] += seconds
+
+    def observe_round_trip(self, seconds: float, all_hit: bool) -> None:
+        """The proposer's wait for a reply (IPC + lookup + any backup drafting)."""
+        self.scalars["round_trips"] += 1
+        self.scalars["round_trip_seconds"] += seconds
+        if all_hit:
+            self.scalars["round_trips_all_hit"] += 1
+            self.scalars["round_trip_all_hit_seconds"] += seconds
 
     def observe_build(self, report, target_step_s: float) -> None:
         s = self.scalars

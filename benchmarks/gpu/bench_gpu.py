@@ -1,0 +1,124 @@
+"""GPU benchmark (timing only): real architecture shapes with dummy weights.
+
+Dummy weights make acceptance and cache hits meaningless, so both are *simulated*:
+vLLM's synthetic rejection sampling accepts position i with the per-position rates
+measured on the real Qwen pair, and vllm_ssd's ``sim_hit_rate`` serves a cached branch
+with the hit rate measured on that pair. Every number is labelled timing-only.
+Target on cuda:0, draft server on cuda:1 (or cuda:0 when only one GPU is visible).
+
+    python benchmarks/gpu/bench_gpu.py --pairs qwen7b --out results.jsonl
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")
+os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+PAIRS = {"qwen7b": ("qwen2.5-7b", "qwen2.5-0.5b"), "llama8b": ("llama-3.1-8b", "llama-3.2-1b")}
+
+
+def run_case(case: dict) -> dict:
+    from vllm import LLM, SamplingParams
+
+    import vllm_ssd
+    vllm_ssd.register()  # the package is on PYTHONPATH, not installed: no entry point
+    target, draft = (str(HERE / "configs" / name) for name in PAIRS[case["pair"]])
+    kwargs = dict(model=target, load_format="dummy", skip_tokenizer_init=True, seed=0,
+                  max_model_len=2048, gpu_memory_utilization=0.85, disable_log_stats=False,
+                  max_num_seqs=max(case["batch_sizes"]))
+    spec = dict(num_speculative_tokens=case["k"], rejection_sample_method="synthetic",
+                synthetic_acceptance_rates=case["rates"])
+    if case["method"] == "vllm_sd":
+        kwargs["speculative_config"] = dict(method="draft_model", model=draft, **spec)
+    elif case["method"] in ("ssd", "ssd_sd"):
+        kwargs["speculative_config"] = dict(
+            method="ssd", model=draft, mode="sd" if case["method"] == "ssd_sd" else "ssd",
+            draft_device=case["draft_device"], fanout_budget=case["budget"],
+            sim_hit_rate=case["hit_rate"] if case["method"] == "ssd" else None,
+            log_interval_s=0, **spec)
+    start = time.time()
+    llm = LLM(**kwargs)
+    rows = [dict(case=case, init_s=round(time.time() - start, 1))]
+    for batch_size in case["batch_sizes"]:
+        rows.append(time_batch(llm, batch_size, case["output_len"], SamplingParams))
+    return rows
+
+
+def time_batch(llm, batch_size: int, output_len: int, sampling_params_cls) -> dict:
+    rng = random.Random(batch_size)
+    prompts = [{"prompt_token_ids": [rng.randrange(1000, 100000) for _ in range(128)]}
+               for _ in range(batch_size)]
+    params = sampling_params_cls(temperature=0.0, max_tokens=output_len, min_tokens=output_len,
+                                 ignore_eos=True)
+    llm.generate(prompts, params, use_tqdm=False)  # warm-up at this batch size
+    before = snapshot(llm)
+    start = time.perf_counter()
+    llm.generate(prompts, params, use_tqdm=False)
+    seconds = time.perf_counter() - start
+    after = snapshot(llm)
+    delta = {k: after[k] - before.get(k, 0.0) for k in after}
+    return dict(batch_size=batch_size, seconds=round(seconds, 4),
+                tok_per_s=round(batch_size * output_len / seconds, 1),
+                ms_per_step_per_seq=round(1000 * seconds / output_len, 3), delta=delta)
+
+
+def snapshot(llm) -> dict:
+    out = {}
+    for metric in llm.get_metrics():
+        if hasattr(metric, "value") and ("spec_decode" in metric.name):
+            out[metric.name] = metric.value
+    try:
+        from vllm_ssd import get_ssd_metrics
+        out.update({f"ssd.{k}": v for k, v in get_ssd_metrics(llm).items() if "." not in k})
+    except ValueError:
+        pass
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--pairs", default="qwen7b")
+    parser.add_argument("--methods", default="plain,vllm_sd,ssd_sd,ssd")
+    parser.add_argument("--batch-sizes", default="1,4,16,64")
+    parser.add_argument("--k", type=int, default=4)
+    parser.add_argument("--budget", type=int, default=8)
+    parser.add_argument("--rates", default="0.92,0.85,0.78,0.72",
+                        help="unconditional per-position acceptance (real Qwen pair, CPU run)")
+    parser.add_argument("--hit-rate", type=float, default=0.85)
+    parser.add_argument("--output-len", type=int, default=128)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--case", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.case:
+        print("RESULT " + json.dumps(run_case(json.loads(args.case))), flush=True)
+        return
+    import torch
+    device = "cuda:1" if torch.cuda.device_count() > 1 else "cuda:0"
+    for pair in args.pairs.split(","):
+        for method in args.methods.split(","):
+            case = dict(pair=pair, method=method, k=args.k, budget=args.budget,
+                        rates=[float(r) for r in args.rates.split(",")][:args.k],
+                        hit_rate=args.hit_rate, output_len=args.output_len,
+                        batch_sizes=[int(b) for b in args.batch_sizes.split(",")],
+                        draft_device=device, gpus=torch.cuda.device_count(),
+                        gpu=torch.cuda.get_device_name(0))
+            proc = subprocess.run([sys.executable, __file__, "--out", args.out, "--case",
+                                   json.dumps(case)], capture_output=True, text=True)
+            lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+            record = json.loads(lines[-1][7:]) if lines else [dict(case=case, error=proc.stderr[-3000:])]
+            with open(args.out, "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+            print(json.dumps(record)[:600], flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -9,7 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+import vllm_ssd
 from tests.conftest import PROMPTS, greedy, make_llm, ssd_config, token_ids
+
+# On the GPU machine the package runs from PYTHONPATH (no entry point): register by hand.
+vllm_ssd.register()
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
                                                   reason="needs a CUDA GPU; none is visible")]

@@ -86,8 +86,13 @@ class DraftClient:
     def _spawn(self, path: str, token: str) -> subprocess.Popen:
         env = {k: v for k, v in os.environ.items() if k not in _THREAD_ENV}
         env[envs.IPC_TOKEN] = token
+        settings = self.settings
+        if settings.draft_device.startswith("cuda"):
+            # the server sees only its own GPU, so it never touches the target's memory
+            env["CUDA_VISIBLE_DEVICES"] = _physical_gpu(settings.draft_device)
+            settings = settings.model_copy(update={"draft_device": "cuda:0"})
         command = [sys.executable, "-m", "vllm_ssd.server", "--socket", path,
-                   "--settings-json", self.settings.model_dump_json(),
+                   "--settings-json", settings.model_dump_json(),
                    "--parent-pid", str(os.getpid())]
         return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
 
@@ -173,6 +178,15 @@ class DraftClient:
     def close(self) -> None:
         self.close_server()
         self.context.term()
+
+
+def _physical_gpu(device: str) -> str:
+    """cuda:N of this process -> the id to put in the child's CUDA_VISIBLE_DEVICES."""
+    index = int(device.partition(":")[2] or 0)
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible:
+        return visible.split(",")[index].strip()
+    return str(index)
 
 
 def _stop_process(process: subprocess.Popen) -> None:

@@ -50,13 +50,16 @@ def make_token_batch(
     slot_mapping = blocks * block_size + positions % block_size
     context_lens = start_positions.astype(np.int64) + query_lens
 
-    def to_dev(array: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.int64)).to(device)
-
+    # one host-to-device copy for all index arrays, sliced into views on the device
+    parts = [positions, query_lens, context_lens, slot_mapping, logits_indices.astype(np.int64),
+             block_tables.astype(np.int64).ravel()]
+    packed = torch.from_numpy(np.concatenate(parts)).to(device)
+    views = list(torch.split(packed, [len(p) for p in parts]))
+    views[-1] = views[-1].view(block_tables.shape)
     if isinstance(input_ids, torch.Tensor):
         input_ids = input_ids.to(device=device, dtype=torch.int64)
     else:
-        input_ids = to_dev(input_ids)
+        input_ids = torch.from_numpy(np.ascontiguousarray(input_ids, dtype=np.int64)).to(device)
     return TokenBatch(
         input_ids=input_ids,
         positions=to_dev(positions),

@@ -39,8 +39,10 @@ class DraftEngine:
                                         settings.fanout_r or 1.0, settings.fanout_r is not None,
                                         settings.backup)
         if not settings.enforce_eager:
-            runner.capture_graphs({1: max_slots * settings.fanout_budget,
-                                   max_drafts + 1: max_slots}, self.table.block_tables.shape[1])
+            # query length 1: branch / JIT decode steps; 2..K+1: glue passes and catch-ups
+            rows = {1: max_slots * settings.fanout_budget,
+                    **{q: max_slots for q in range(2, max_drafts + 2)}}
+            runner.capture_graphs(rows, self.table.block_tables.shape[1])
         self.stats = stats
         self.rng = np.random.default_rng(settings.seed)
         self.pending_build = np.zeros(0, dtype=np.int64)

@@ -62,12 +62,12 @@ def make_token_batch(
         input_ids = torch.from_numpy(np.ascontiguousarray(input_ids, dtype=np.int64)).to(device)
     return TokenBatch(
         input_ids=input_ids,
-        positions=to_dev(positions),
-        query_lens=to_dev(query_lens),
-        context_lens=to_dev(context_lens),
-        block_tables=to_dev(block_tables),
-        slot_mapping=to_dev(slot_mapping),
-        logits_indices=to_dev(logits_indices),
+        positions=views[0],
+        query_lens=views[1],
+        context_lens=views[2],
+        slot_mapping=views[3],
+        logits_indices=views[4],
+        block_tables=views[5],
         max_query_len=int(query_lens.max(initial=0)),
         max_context_len=int(context_lens.max(initial=0)),
         uniform_query_len=int(query_lens[0]) if len(query_lens) and

@@ -93,6 +93,28 @@ def build_tiny_vocab_pair(root: Path, vocab: int = 8) -> tuple[Path, Path]:
     return paths[0], paths[1]
 
 
+def build_cyclic_copy(src: Path, out: Path, seed: int) -> Path:
+    """A model whose greedy next token is a fixed permutation of the current one, by a
+    wide logit margin: greedy equality then survives GPU kernels that differ between
+    one-token decoding and multi-token verification (TF32 in Triton attention)."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(src, out, dirs_exist_ok=True)
+    weights = load_file(str(src / "model.safetensors"))
+    generator = torch.Generator().manual_seed(seed)
+    embed = weights["model.embed_tokens.weight"] * 10
+    weights["model.embed_tokens.weight"] = embed
+    for name in weights:
+        if name.endswith(("o_proj.weight", "down_proj.weight")):
+            weights[name] = weights[name] * 0.02
+    weights["lm_head.weight"] = embed[torch.randperm(embed.shape[0], generator=generator)]
+    save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
+    return out
+
+
 def build_noisy_copy(src: Path, out: Path, noise: float, seed: int) -> Path:
     """The same weights plus Gaussian noise: a draft with partial acceptance."""
     import shutil
@@ -112,7 +134,7 @@ def build_all(root: Path) -> dict[str, Path]:
     """Builds every tiny model under ``root`` once; returns name -> directory."""
     root.mkdir(parents=True, exist_ok=True)
     paths = {name: root / name for name in
-             [*SPECS, "draft_noisy", "draft_badvocab", "v8_target", "v8_draft"]}
+             [*SPECS, "draft_noisy", "draft_badvocab", "v8_target", "v8_draft", "cyclic_hd64"]}
     if (root / "DONE").exists():
         return paths
     tokenizer = build_tokenizer(root / "tokenizer")
@@ -121,5 +143,6 @@ def build_all(root: Path) -> dict[str, Path]:
     build_noisy_copy(paths["target"], paths["draft_noisy"], noise=0.004, seed=7)
     build_model(paths["draft_badvocab"], tokenizer, "llama", 64, 2, 2, 1, 128, 5, vocab=VOCAB + 64)
     build_tiny_vocab_pair(root)
+    build_cyclic_copy(paths["target_hd64"], paths["cyclic_hd64"], seed=9)
     (root / "DONE").write_text(json.dumps({name: str(p) for name, p in paths.items()}))
     return paths

@@ -41,3 +41,24 @@ def test_copy_blocks_duplicates_kv(tiny):
     runner.kv_cache[:, :, 2].fill_(3.0)
     runner.copy_blocks(np.array([2]), np.array([5]))
     assert torch.equal(runner.kv_cache[:, :, 5], runner.kv_cache[:, :, 2])
+
+
+def test_fused_kernels_match_the_pytorch_ops(tiny):
+    """vLLM's fused rms_norm / rotary / silu_and_mul (used on GPUs) against the PyTorch
+    paths checked against transformers above (run here on vLLM's CPU build)."""
+    import vllm._custom_ops  # noqa: F401  (loads torch.ops._C)
+
+    from vllm_ssd.server.kernels import Kernels
+
+    runner = DraftModelRunner(str(tiny["draft_qwen3"]), torch.device("cpu"), "auto",
+                              num_blocks=32, block_size=4, max_positions=128, dummy=False)
+    ids = np.random.default_rng(1).integers(4, 500, size=11)
+    tables = np.arange(16).reshape(1, 16)
+
+    def logits():
+        batch = runner.make_batch(ids, np.array([11]), np.array([0]), tables, np.arange(11))
+        return runner.run(batch)
+    plain = logits()
+    runner.model.use_kernels(Kernels(torch.ops._C))
+    fused = logits()
+    assert torch.allclose(fused, plain, atol=1e-4)

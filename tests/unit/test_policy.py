@@ -64,3 +64,14 @@ def test_replan_shrinks_work_to_fit_the_target_step():
     cheap.step_cost = LinearCost(0.0001, 0.00001)
     cheap.glue_cost = LinearCost(0.0001, 0.00001)
     assert cheap.replan(num_rows=1).depth == 4
+
+
+def test_speculation_is_switched_off_when_it_cannot_pay():
+    policy = make_policy()
+    policy.plan = type(policy.plan)(budget=8, depth=4, predicted_t_p=0.5)
+    assert policy.speculation_pays(1, jit_seconds=0.004, deadline=1.5)
+    slow = make_policy()
+    slow.plan = type(slow.plan)(budget=8, depth=4, predicted_t_p=4.0)  # build: 4 target steps
+    slow.p_hit.value = 0.1
+    slow.ngram_tokens.value = 1.0
+    assert not slow.speculation_pays(64, jit_seconds=0.05, deadline=1.5)

@@ -3,7 +3,7 @@ import pytest
 
 from vllm_ssd.saguaro.speed_model import (BackupOption, batch_throughput, choose_backup,
                                           critical_batch_size, expected_tokens, plan_depth,
-                                          sd_speedup, ssd_speedup)
+                                          sd_speedup, server_round_throughput, ssd_speedup)
 
 
 def test_expected_tokens():
@@ -49,3 +49,9 @@ def test_plan_depth_prefers_what_fits_in_a_target_step():
     assert depth in (2, 3) and t_p == pytest.approx(0.4 + 0.4 * depth)
     # free drafting: the deepest tree wins
     assert plan_depth(4, 0.9, 1.0, 1.0, 1.0, 1, lambda d: 0.1)[0] == 4
+
+
+def test_server_round_pays_for_a_slow_build_only_up_to_the_deadline():
+    # a build of 4 target steps is cut at 1.5: the round costs 1.5, plus T_b on a miss
+    assert server_round_throughput(1, 1.0, 3.0, 1.0, 4.0, 0.5, 1.5) == pytest.approx(2.0)
+    assert server_round_throughput(2, 0.5, 3.0, 1.0, 0.5, 1.0, 1.5) == pytest.approx(2.0 / 1.75)

@@ -37,6 +37,16 @@ def batch_throughput(batch_size: int, p_hit: float, e_hit: float, e_miss: float,
     return tokens / time
 
 
+def server_round_throughput(batch_size: int, p_hit: float, e_hit: float, e_miss: float,
+                            t_p: float, t_b: float, deadline: float) -> float:
+    """Tokens per target step of vllm_ssd's draft server, whose cache build runs every
+    round (cut once it exceeds ``deadline`` target steps): every round costs
+    max(1, min(T_p, deadline)), plus T_b when any row of the batch missed."""
+    p_all = p_hit ** max(batch_size, 1)
+    tokens = p_hit * e_hit + (1.0 - p_hit) * e_miss
+    return tokens / (max(1.0, min(t_p, deadline)) + (1.0 - p_all) * t_b)
+
+
 @dataclass(frozen=True)
 class BackupOption:
     name: str

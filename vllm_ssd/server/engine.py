@@ -23,6 +23,7 @@ from vllm_ssd.settings import SSDSettings
 
 logger = logging.getLogger(__name__)
 REPLAN_EVERY = 16  # steps between build plans
+EXPLORE_EVERY = 32  # while speculation does not pay, one speculative round in this many
 
 
 class DraftEngine:
@@ -65,17 +66,29 @@ class DraftEngine:
             self.policy.target_step_s.update(request.target_step_s)
         if request.previous_round_trip_s > 0:
             self.stats.observe_round_trip(request.previous_round_trip_s, self.last_all_hit)
-        drafts, lens, source = self._speculate(slots, outcomes, caps)
+        speculate = self._speculation_pays(len(slots))
+        drafts, lens, source = self._speculate(slots, outcomes, np.where(speculate, caps, 0))
         self.table.set_drafts(slots, drafts, lens, source)
         wanted = caps > 0
         self.last_all_hit = bool(wanted.any() and (source[wanted] == SOURCE_CACHE).all())
-        self.pending_build = slots if self.settings.mode == "ssd" else slots[:0]
+        self.pending_build = slots if self.settings.mode == "ssd" and speculate else slots[:0]
         self.stats.observe_step(outcomes, sources, lens, time.perf_counter() - start)
         self.num_steps += 1
         keep = np.arange(self.max_drafts)[None, :] < lens[:, None]
         return P.StepReply(seq=request.seq, num_drafts=P.pack(lens), draft_tokens=P.pack(drafts[keep]),
                            is_hit=P.pack(source == SOURCE_CACHE, np.uint8),
                            stats=self.stats.snapshot())
+
+    def _speculation_pays(self, batch_size: int) -> bool:
+        """Mode ssd with an automatic plan: speculate only where the speed model predicts a
+        gain over plain decoding, re-measuring every EXPLORE_EVERY steps."""
+        if self.settings.mode == "sd" or self.settings.build_plan == "full" or \
+                self.settings.backup != "auto" or self.num_steps % EXPLORE_EVERY == 0:
+            return True
+        jit = self.policy.plan.depth * self.policy.step_cost.predict(batch_size)
+        pays = self.policy.speculation_pays(batch_size, jit, self.settings.build_deadline)
+        self.stats.scalars["steps_without_speculation"] += 0.0 if pays else 1.0
+        return pays
 
     def _lifecycle(self, request: P.StepRequest) -> None:
         finished = np.array(request.finished_slots, dtype=np.int64)

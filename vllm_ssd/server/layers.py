@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from vllm_ssd.server.arch import ModelArch
+from vllm_ssd.server.kernels import Kernels
 
 
 class RMSNorm(nn.Module):
@@ -14,13 +15,11 @@ class RMSNorm(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(dim))
         self.eps = eps
+        self.kernels = Kernels()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: [..., dim]; computed in float32 like the reference implementations
-        dtype = x.dtype
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x32.to(dtype)
+        # x: [..., dim]; float32 statistics like the reference implementations
+        return self.kernels.rms_norm(x, self.weight, self.eps)
 
 
 def rope_inv_freq(arch: ModelArch) -> torch.Tensor:
@@ -58,15 +57,10 @@ class RotaryEmbedding(nn.Module):
         freqs = torch.outer(positions, rope_inv_freq(arch))  # [max_positions, head_dim // 2]
         self.register_buffer("cos", freqs.cos(), persistent=False)
         self.register_buffer("sin", freqs.sin(), persistent=False)
+        self.register_buffer("cos_sin", torch.cat((freqs.cos(), freqs.sin()), dim=-1),
+                             persistent=False)  # [max_positions, head_dim], fused-kernel layout
+        self.kernels = Kernels()
 
     def forward(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor):
         # positions: [T]; q: [T, H, D]; k: [T, Hkv, D]
-        cos = self.cos[positions].unsqueeze(1)  # [T, 1, D/2]
-        sin = self.sin[positions].unsqueeze(1)
-        return _rotate(q, cos, sin), _rotate(k, cos, sin)
-
-
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.float().chunk(2, dim=-1)
-    out = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
-    return out.to(x.dtype)
+        return self.kernels.rotary(positions, q, k, self.cos, self.sin, self.cos_sin)

@@ -10,6 +10,7 @@ from safetensors import safe_open
 
 from vllm_ssd.server.arch import ModelArch
 from vllm_ssd.server.cpu_linear import pack_linears
+from vllm_ssd.server.kernels import load_kernels
 from vllm_ssd.server.layers import RotaryEmbedding
 from vllm_ssd.server.model import DraftLM
 
@@ -48,6 +49,7 @@ def load_draft_model(model_dir: str, arch: ModelArch, dtype: torch.dtype,
     if arch.tie_word_embeddings:
         model.lm_head.weight = model.embed_tokens.weight
     model = model.eval().requires_grad_(False)
+    model.use_kernels(load_kernels(device))
     pack_linears(model, device)
     return model
 

@@ -6,10 +6,10 @@ The families differ only in attention bias (Qwen2) and per-head q/k RMSNorm
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from vllm_ssd.server.arch import ModelArch
+from vllm_ssd.server.kernels import Kernels
 from vllm_ssd.server.layers import RMSNorm, RotaryEmbedding
 
 
@@ -47,10 +47,10 @@ class MLP(nn.Module):
         self.intermediate_size = arch.intermediate_size
         self.gate_up_proj = nn.Linear(arch.hidden_size, 2 * arch.intermediate_size, bias=False)
         self.down_proj = nn.Linear(arch.intermediate_size, arch.hidden_size, bias=False)
+        self.kernels = Kernels()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up_proj(x).split(self.intermediate_size, dim=-1)
-        return self.down_proj(F.silu(gate) * up)
+        return self.down_proj(self.kernels.silu_and_mul(self.gate_up_proj(x)))
 
 
 class DecoderLayer(nn.Module):
@@ -87,6 +87,11 @@ class DraftLM(nn.Module):
         for layer, kv_cache in zip(self.layers, kv_caches):
             hidden = layer(hidden, positions, self.rotary, kv_cache, backend, meta)
         return self.norm(hidden)
+
+    def use_kernels(self, kernels: Kernels) -> None:
+        for module in self.modules():
+            if hasattr(module, "kernels"):
+                module.kernels = kernels
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         # hidden: [L, hidden_size] -> [L, vocab] in float32

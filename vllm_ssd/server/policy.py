@@ -9,7 +9,8 @@ import numpy as np
 
 from vllm_ssd.saguaro.estimators import AcceptanceEstimate, Ewma, LinearCost, PowerLawMissEstimate
 from vllm_ssd.saguaro.fanout import capped_geometric_pmf, fanout_table, geometric_fanout
-from vllm_ssd.saguaro.speed_model import BackupOption, batch_throughput, choose_backup, expected_tokens
+from vllm_ssd.saguaro.speed_model import (BackupOption, batch_throughput, choose_backup,
+                                          expected_tokens, server_round_throughput)
 
 # Which speculator produced a row's current drafts.
 SOURCE_NONE, SOURCE_CACHE, SOURCE_NEURAL, SOURCE_NGRAM = 0, 1, 2, 3
@@ -66,17 +67,30 @@ class SpeculationPolicy:
         """F_k per row [R, max_drafts + 1] from each row's draft source and draft count."""
         return self._fanout_tables[sources, np.minimum(num_drafts, self.max_drafts)]
 
+    def _backup_options(self, jit_seconds: float) -> list[BackupOption]:
+        t_v = max(self.target_step_s.value, 1e-6)
+        a_neural = self.acceptance[SOURCE_NEURAL].value
+        return [BackupOption("neural", expected_tokens(a_neural, self.plan.depth), jit_seconds / t_v),
+                BackupOption("ngram", self.ngram_tokens.value, 0.0)]
+
     def choose_backup(self, batch_size: int, jit_seconds: float) -> str:
         if self.backup_setting != "auto":
             return self.backup_setting
-        t_v = max(self.target_step_s.value, 1e-6)
-        a_neural = self.acceptance[SOURCE_NEURAL].value
-        options = [
-            BackupOption("neural", expected_tokens(a_neural, self.plan.depth), jit_seconds / t_v),
-            BackupOption("ngram", self.ngram_tokens.value, 0.0),
-        ]
         e_hit = expected_tokens(self.acceptance[SOURCE_CACHE].value, self.plan.depth)
-        return choose_backup(batch_size, self.p_hit.value, e_hit, self.plan.predicted_t_p, options)
+        return choose_backup(batch_size, self.p_hit.value, e_hit, self.plan.predicted_t_p,
+                             self._backup_options(jit_seconds))
+
+    def speculation_pays(self, batch_size: int, jit_seconds: float, deadline: float) -> bool:
+        """False when the server's round model predicts fewer tokens per target step than
+        plain decoding (one) with the best backup at this batch size."""
+        if self.target_step_s.value <= 0:
+            return True
+        e_hit = expected_tokens(self.acceptance[SOURCE_CACHE].value, self.plan.depth)
+        best = max(server_round_throughput(batch_size, self.p_hit.value, e_hit,
+                                           o.tokens_after_miss, self.plan.predicted_t_p,
+                                           o.latency, deadline)
+                   for o in self._backup_options(jit_seconds))
+        return best >= 1.0
 
     def replan(self, num_rows: int) -> BuildPlan:
         """Chooses (B, D) maximising Cor 16 throughput with the fitted cost model."""

@@ -16,6 +16,7 @@ SCALARS = (
     "backup_ngram_seconds", "backup_neural_steps", "backup_ngram_steps", "restarts",
     "outcomes_after_hit", "accepted_after_hit", "outcomes_after_backup", "accepted_after_backup",
     "round_trips", "round_trip_seconds", "round_trips_all_hit", "round_trip_all_hit_seconds",
+    "steps_without_speculation",
 )
 
 

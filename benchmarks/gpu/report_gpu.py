@@ -1,0 +1,67 @@
+"""Markdown table of the GPU benchmark records (timing only: dummy weights, synthetic
+acceptance, simulated cache hits).   python benchmarks/gpu/report_gpu.py FILE.jsonl ..."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from vllm_ssd.saguaro.speed_model import batch_throughput  # noqa: E402
+
+
+def load(paths: list[str]) -> list[dict]:
+    rows = []
+    for path in paths:
+        for line in Path(path).read_text().splitlines():
+            record = json.loads(line)
+            case = record[0]["case"]
+            for run in record[1:]:
+                rows.append({"file": Path(path).name, **case, **run})
+    return rows
+
+
+def ssd_columns(row: dict, plain: dict | None) -> dict:
+    d = row["delta"]
+    out = {}
+    drafts = d.get("vllm:spec_decode_num_drafts", 0)
+    if drafts:
+        out["acc. len"] = f"{1 + d['vllm:spec_decode_num_accepted_tokens'] / drafts:.2f}"
+    if d.get("ssd.lookups"):
+        out["hit rate"] = f"{d['ssd.hits'] / d['ssd.lookups']:.0%}"
+    if d.get("ssd.build_rounds"):
+        out["build ms"] = f"{1000 * d['ssd.build_seconds'] / d['ssd.build_rounds']:.1f}"
+    if d.get("ssd.round_trips"):
+        out["round trip ms"] = f"{1000 * d['ssd.round_trip_seconds'] / d['ssd.round_trips']:.2f}"
+    if d.get("ssd.round_trips_all_hit"):
+        out["hit round trip ms"] = f"{1000 * d['ssd.round_trip_all_hit_seconds'] / d['ssd.round_trips_all_hit']:.2f}"
+    if plain and d.get("ssd.lookups") and d.get("ssd.build_rounds") and drafts:
+        step_ms = plain["ms_per_step_per_seq"]
+        t_p = 1000 * d["ssd.build_seconds"] / d["ssd.build_rounds"] / step_ms
+        e = 1 + d["vllm:spec_decode_num_accepted_tokens"] / drafts
+        factor = batch_throughput(row["batch_size"], d["ssd.hits"] / d["ssd.lookups"], e, e, t_p,
+                                  1000 * d.get("ssd.backup_neural_seconds", 0.0)
+                                  / max(d.get("ssd.backup_neural_steps", 0.0), 1) / step_ms)
+        out["T_p/T_v"] = f"{t_p:.2f}"
+        out["speed model tok/s"] = f"{plain['tok_per_s'] * factor:.0f}"
+    return out
+
+
+def markdown(rows: list[dict]) -> str:
+    columns = ["acc. len", "hit rate", "build ms", "T_p/T_v", "round trip ms",
+               "hit round trip ms", "speed model tok/s"]
+    lines = ["| pair | method | run | bs | tok/s | vs plain | " + " | ".join(columns) + " |",
+             "|" + "---|" * (6 + len(columns))]
+    for row in sorted(rows, key=lambda r: (r["pair"], r["batch_size"], r["method"], r["file"])):
+        plain = next((p for p in rows if p["method"] == "plain" and p["pair"] == row["pair"]
+                      and p["batch_size"] == row["batch_size"]), None)
+        extra = ssd_columns(row, plain) if row["method"] != "plain" else {}
+        ratio = f"{row['tok_per_s'] / plain['tok_per_s']:.2f}x" if plain else "–"
+        lines.append(f"| {row['pair']} | {row['method']} | {row['file']} | {row['batch_size']} | "
+                     f"{row['tok_per_s']:.0f} | {ratio} | "
+                     + " | ".join(extra.get(c, "–") for c in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown(load(sys.argv[1:])))

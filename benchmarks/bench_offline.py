@@ -32,6 +32,7 @@ PLACEMENTS = {  # name -> (target cpus, draft cpus)
     "1+1 cores": ([0], "1"),
 }
 METHOD_PLACEMENTS = {"plain": ["2 cores", "1 core"], "vllm_sd": ["2 cores", "1 core"],
+                     "vllm_sd_fixed": ["2 cores", "1 core"],
                      "ssd_sd": ["1+1 cores"], "ssd": ["1+1 cores"]}
 PRESETS = {
     "full": dict(batch_sizes=[1, 2, 4, 8], temperatures=[0.0, 0.7], per_dataset=2, max_tokens=96),
@@ -54,6 +55,8 @@ def parse_args() -> argparse.Namespace:
                                                            "~/.cache/vllm-ssd-models"))
     parser.add_argument("--out", default=str(HERE / "results" / "cpu"))
     parser.add_argument("--tag", default="", help="suffix of the result file names")
+    parser.add_argument("--merge", nargs="+", metavar="JSON",
+                        help="no runs: rebuild the report from the raw rows of these result files")
     return parser.parse_args()
 
 
@@ -94,8 +97,12 @@ def main() -> None:
     log_dir = out_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     raw = []
-    for config in tqdm(configs(args), desc="configurations"):
-        raw.extend(run(config, log_dir))
+    if args.merge:
+        for path in args.merge:
+            raw.extend(json.loads(Path(path).read_text())["raw"])
+    else:
+        for config in tqdm(configs(args), desc="configurations"):
+            raw.extend(run(config, log_dir))
     rows = add_comparisons([row_metrics(r) for r in raw])
     tag = f"-{args.tag}" if args.tag else ""
     (out_dir / f"offline{tag}.json").write_text(json.dumps(

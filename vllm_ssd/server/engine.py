@@ -136,6 +136,7 @@ class DraftEngine:
                   >= 0).sum(axis=1)
         self.policy.observe_lookups(fanout[looked_up], result.is_hit[looked_up])
         self.stats.observe_lookups(result.is_hit[looked_up], outcomes.num_accepted[looked_up])
+        self.cache.clear(slots)  # one round's guesses: stale ones must never hit later
         return result
 
     def _backup(self, slots, rows, caps, drafts, lens, source) -> None:

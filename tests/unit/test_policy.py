@@ -34,6 +34,7 @@ def make_policy(backup="auto"):
     policy = SpeculationPolicy(max_drafts=4, max_budget=8, prior_r=1.0, fixed_r=False,
                                backup=backup)
     policy.target_step_s.value = 0.01
+    policy.plain_step_s.value = 0.01
     policy.p_hit.value = 0.9
     return policy
 
@@ -52,6 +53,26 @@ def test_fanout_rows_follow_source_and_draft_count():
     assert fanout.shape == (3, 5) and (fanout.sum(axis=1) == 8).all()
     assert fanout[0, 0] == 8  # no drafts: every guess is about the next token
     assert fanout[2, 0] > fanout[1, 0]  # poor n-gram drafts: most rounds reject at once
+
+
+def test_a_single_row_count_uses_the_relative_slope():
+    gpu = LinearCost(0.01, 0.001, relative_slope=0.01)
+    for _ in range(50):
+        gpu.observe(1, 0.002)  # only one-row forwards seen so far
+    assert gpu.predict(1) == pytest.approx(0.002)
+    assert gpu.predict(8) == pytest.approx(0.002 * (1 + 0.01 * 7))
+
+
+def test_a_gpu_like_draft_keeps_the_full_fan_out_at_batch_size_one():
+    """A flat cost in rows (a GPU) must not be read as 'each branch costs a forward':
+    with only one-row passes observed the planner still fans out to the full budget."""
+    policy = SpeculationPolicy(max_drafts=4, max_budget=8, prior_r=1.0, fixed_r=False,
+                               backup="auto", relative_row_cost=0.01)
+    policy.target_step_s.value = 0.0067
+    for _ in range(50):
+        policy.step_cost.observe(1, 0.0013)
+        policy.glue_cost.observe(1, 0.0015)
+    assert policy.replan(num_rows=1).budget == 8
 
 
 def test_replan_shrinks_work_to_fit_the_target_step():
@@ -75,3 +96,12 @@ def test_speculation_is_switched_off_when_it_cannot_pay():
     slow.p_hit.value = 0.1
     slow.ngram_tokens.value = 1.0
     assert not slow.speculation_pays(64, jit_seconds=0.05, deadline=1.5)
+
+
+def test_costly_verification_against_cheap_plain_steps():
+    """A compute-bound target: verifying 5 tokens per row costs 3 plain steps."""
+    policy = make_policy()
+    policy.plan = type(policy.plan)(budget=8, depth=4, predicted_t_p=0.8)
+    assert policy.speculation_pays(8, jit_seconds=0.004, deadline=1.5)
+    policy.target_step_s.value = 0.03
+    assert not policy.speculation_pays(8, jit_seconds=0.004, deadline=1.5)

@@ -38,7 +38,8 @@ class DraftEngine:
         self.builder = CacheBuilder(self.drafter, self.table, self.cache, self.blocks)
         self.policy = SpeculationPolicy(max_drafts, settings.fanout_budget,
                                         settings.fanout_r or 1.0, settings.fanout_r is not None,
-                                        settings.backup)
+                                        settings.backup,
+                                        0.01 if runner.device.type == "cuda" else 0.2)
         if not settings.enforce_eager:
             # query length 1: branch / JIT decode steps; 2..K+1: glue passes and catch-ups
             rows = {1: max_slots * settings.fanout_budget,
@@ -49,6 +50,7 @@ class DraftEngine:
         self.pending_build = np.zeros(0, dtype=np.int64)
         self.num_steps = 0
         self.last_all_hit = False
+        self.last_had_drafts = False
 
     def step(self, request: P.StepRequest) -> P.StepReply:
         start = time.perf_counter()
@@ -63,7 +65,7 @@ class DraftEngine:
         self.policy.observe_outcomes(sources, outcomes.num_accepted, outcomes.num_proposed,
                                      outcomes.is_outcome)
         if request.target_step_s > 0:
-            self.policy.target_step_s.update(request.target_step_s)
+            self.policy.observe_target_step(request.target_step_s, self.last_had_drafts)
         if request.previous_round_trip_s > 0:
             self.stats.observe_round_trip(request.previous_round_trip_s, self.last_all_hit)
         speculate = self._speculation_pays(len(slots))
@@ -71,6 +73,7 @@ class DraftEngine:
         self.table.set_drafts(slots, drafts, lens, source)
         wanted = caps > 0
         self.last_all_hit = bool(wanted.any() and (source[wanted] == SOURCE_CACHE).all())
+        self.last_had_drafts = bool(lens.sum() > 0)
         self.pending_build = slots if self.settings.mode == "ssd" and speculate else slots[:0]
         self.stats.observe_step(outcomes, sources, lens, time.perf_counter() - start)
         self.num_steps += 1
@@ -81,12 +84,15 @@ class DraftEngine:
 
     def _speculation_pays(self, batch_size: int) -> bool:
         """Mode ssd with an automatic plan: speculate only where the speed model predicts a
-        gain over plain decoding, re-measuring every EXPLORE_EVERY steps."""
+        gain over plain decoding; every EXPLORE_EVERY steps try the other way, so that both
+        the plain and the speculative step times stay measured."""
         if self.settings.mode == "sd" or self.settings.build_plan == "full" or \
-                self.settings.backup != "auto" or self.num_steps % EXPLORE_EVERY == 0:
+                self.settings.backup != "auto":
             return True
         jit = self.policy.plan.depth * self.policy.step_cost.predict(batch_size)
         pays = self.policy.speculation_pays(batch_size, jit, self.settings.build_deadline)
+        if self.num_steps % EXPLORE_EVERY == 0:
+            pays = not pays
         self.stats.scalars["steps_without_speculation"] += 0.0 if pays else 1.0
         return pays
 

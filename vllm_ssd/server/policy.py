@@ -26,7 +26,9 @@ class BuildPlan:
 
 class SpeculationPolicy:
     def __init__(self, max_drafts: int, max_budget: int, prior_r: float, fixed_r: bool,
-                 backup: str):
+                 backup: str, relative_row_cost: float = 0.2):
+        """relative_row_cost: the prior cost of one more row in a draft forward, as a
+        fraction of a one-row forward (about 0.01 on a GPU, 0.2 on a CPU core)."""
         self.max_drafts = max_drafts
         self.max_budget = max_budget
         self.backup_setting = backup
@@ -34,9 +36,10 @@ class SpeculationPolicy:
         self.acceptance = [AcceptanceEstimate(p) for p in (0.0, 0.7, 0.7, 0.2)]
         self.miss_law = PowerLawMissEstimate(prior_r, max_budget)
         self.p_hit = Ewma(0.5)
-        self.target_step_s = Ewma(0.0, weight=0.2)
-        self.step_cost = LinearCost(prior_fixed=0.01, prior_per_row=0.001)
-        self.glue_cost = LinearCost(prior_fixed=0.01, prior_per_row=0.001)
+        self.target_step_s = Ewma(0.0, weight=0.2)  # a target step verifying drafts
+        self.plain_step_s = Ewma(0.0, weight=0.2)  # a target step without drafts
+        self.step_cost = LinearCost(0.01, 0.001, relative_slope=relative_row_cost)
+        self.glue_cost = LinearCost(0.01, 0.001, relative_slope=relative_row_cost)
         self.ngram_tokens = Ewma(1.2)
         self.plan = BuildPlan(max_budget, max_drafts, 0.0)
         self._fanout_tables = self._make_fanout_tables()
@@ -80,17 +83,21 @@ class SpeculationPolicy:
         return choose_backup(batch_size, self.p_hit.value, e_hit, self.plan.predicted_t_p,
                              self._backup_options(jit_seconds))
 
+    def observe_target_step(self, seconds: float, verified_drafts: bool) -> None:
+        (self.target_step_s if verified_drafts else self.plain_step_s).update(seconds)
+
     def speculation_pays(self, batch_size: int, jit_seconds: float, deadline: float) -> bool:
-        """False when the server's round model predicts fewer tokens per target step than
-        plain decoding (one) with the best backup at this batch size."""
-        if self.target_step_s.value <= 0:
+        """False when the server's round model predicts fewer tokens per second than plain
+        decoding (one token per measured plain step) with the best backup at this batch
+        size. Verifying drafts can cost more than a plain step (a compute-bound CPU)."""
+        if self.target_step_s.value <= 0 or self.plain_step_s.value <= 0:
             return True
         e_hit = expected_tokens(self.acceptance[SOURCE_CACHE].value, self.plan.depth)
         best = max(server_round_throughput(batch_size, self.p_hit.value, e_hit,
                                            o.tokens_after_miss, self.plan.predicted_t_p,
                                            o.latency, deadline)
                    for o in self._backup_options(jit_seconds))
-        return best >= 1.0
+        return best * self.plain_step_s.value / self.target_step_s.value >= 1.0
 
     def replan(self, num_rows: int) -> BuildPlan:
         """Chooses (B, D) maximising Cor 16 throughput with the fitted cost model."""

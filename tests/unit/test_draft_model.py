@@ -43,14 +43,16 @@ def test_copy_blocks_duplicates_kv(tiny):
     assert torch.equal(runner.kv_cache[:, :, 5], runner.kv_cache[:, :, 2])
 
 
-def test_fused_kernels_match_the_pytorch_ops(tiny):
-    """vLLM's fused rms_norm / rotary / silu_and_mul (used on GPUs) against the PyTorch
-    paths checked against transformers above (run here on vLLM's CPU build)."""
+@pytest.mark.parametrize("name", ["draft_qwen3", "draft_qwen2", "draft"])
+def test_fused_kernels_match_the_pytorch_ops(tiny, name):
+    """vLLM's fused rms_norm / add + rms_norm / in-place rotary / silu_and_mul (used on GPUs)
+    against the PyTorch paths checked against transformers above (run here on vLLM's CPU
+    build). Qwen3 rotates normed q/k; the others rotate strided views of the qkv output."""
     import vllm._custom_ops  # noqa: F401  (loads torch.ops._C)
 
     from vllm_ssd.server.kernels import Kernels
 
-    runner = DraftModelRunner(str(tiny["draft_qwen3"]), torch.device("cpu"), "auto",
+    runner = DraftModelRunner(str(tiny[name]), torch.device("cpu"), "auto",
                               num_blocks=32, block_size=4, max_positions=128, dummy=False)
     ids = np.random.default_rng(1).integers(4, 500, size=11)
     tables = np.arange(16).reshape(1, 16)

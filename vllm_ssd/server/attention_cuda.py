@@ -41,6 +41,8 @@ class FlashPagedAttention:
         self.block_size = block_size
         self.flash_attn_varlen_func = flash_attn_varlen_func
         self.fa_version = 3 if torch.cuda.get_device_capability(device)[0] == 9 else 2
+        self.write_kv = _fused_kv_writer(device) or _index_copy_kv
+
 
     def build(self, batch: TokenBatch) -> FlashMetadata:
         cu_seqlens_q = torch.zeros(batch.query_lens.shape[0] + 1, dtype=torch.int32,
@@ -55,10 +57,38 @@ class FlashPagedAttention:
     def forward(self, query, key, value, key_cache, value_cache, meta: FlashMetadata,
                 scale: float) -> torch.Tensor:
         # query [T, H, D]; key, value [T, Hkv, D]; caches [num_blocks, block_size, Hkv, D]
-        num_kv_heads, head_dim = key.shape[1], key.shape[2]
-        key_cache.view(-1, num_kv_heads, head_dim).index_copy_(0, meta.slot_mapping, key)
-        value_cache.view(-1, num_kv_heads, head_dim).index_copy_(0, meta.slot_mapping, value)
+        self.write_kv(key, value, key_cache, value_cache, meta.slot_mapping)
         return self.flash_attn_varlen_func(
             query, key_cache, value_cache, meta.max_query_len, meta.cu_seqlens_q,
             meta.max_context_len, seqused_k=meta.seqused_k, softmax_scale=scale, causal=True,
             block_table=meta.block_table, fa_version=self.fa_version)
+
+
+def _index_copy_kv(key, value, key_cache, value_cache, slot_mapping) -> None:
+    # key, value [T, Hkv, D] -> caches [num_blocks, block_size, Hkv, D] at slots [T]
+    num_kv_heads, head_dim = key.shape[1], key.shape[2]
+    key_cache.view(-1, num_kv_heads, head_dim).index_copy_(0, slot_mapping, key)
+    value_cache.view(-1, num_kv_heads, head_dim).index_copy_(0, slot_mapping, value)
+
+
+def _fused_kv_writer(device: torch.device):
+    """vLLM's reshape_and_cache_flash (one kernel for key and value) when it is present and
+    writes exactly what index_copy writes on a small probe; else None."""
+    try:
+        import vllm._custom_ops  # noqa: F401  (loads torch.ops._C_cache_ops)
+        op = torch.ops._C_cache_ops.reshape_and_cache_flash
+        scale = torch.ones((), dtype=torch.float32, device=device)
+
+        def write(key, value, key_cache, value_cache, slot_mapping) -> None:
+            op(key, value, key_cache, value_cache, slot_mapping, "auto", scale, scale)
+        qkv = torch.randn(5, 3, 2, 64, dtype=torch.bfloat16, device=device)
+        slots = torch.tensor([0, 17, 3, 30, 9], dtype=torch.int64, device=device)
+        caches = [torch.zeros(2, 2, 16, 2, 64, dtype=torch.bfloat16, device=device)
+                  for _ in range(2)]
+        write(qkv[:, 1], qkv[:, 2], caches[0][0], caches[0][1], slots)  # strided views
+        _index_copy_kv(qkv[:, 1], qkv[:, 2], caches[1][0], caches[1][1], slots)
+        if torch.equal(caches[0], caches[1]):
+            return write
+    except Exception:  # an older or different extension: index_copy it is
+        pass
+    return None

@@ -1,8 +1,9 @@
 """Elementwise kernels of the draft model: vLLM's fused ops when its compiled extension
 is importable (both its CUDA and CPU builds ship them), else plain PyTorch.
 
-A small draft's decode step is launch-bound on a GPU: unfused RMSNorm, rotary and
-SiLU-and-mul cost a dozen tiny kernels per layer. The fused ops cut that to one each.
+A small draft's decode step is bound by the number of kernels on a GPU: unfused RMSNorm,
+residual adds, rotary and SiLU-and-mul cost a dozen tiny kernels per layer. The fused ops
+cut that to one each (and rotary works in place on the qkv projection's output).
 """
 from __future__ import annotations
 
@@ -29,6 +30,15 @@ class Kernels:
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
         return weight * x32.to(x.dtype)
 
+    def add_rms_norm(self, x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor,
+                     eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rms_norm(x + residual), x + residual); x [T, dim] and residual are consumed."""
+        if self.ops is not None:
+            self.ops.fused_add_rms_norm(x, residual, weight, eps)  # in place
+            return x, residual
+        residual = residual + x
+        return self.rms_norm(residual, weight, eps), residual
+
     def silu_and_mul(self, gate_up: torch.Tensor) -> torch.Tensor:
         # gate_up: [T, 2 * I] -> [T, I]
         if self.ops is not None:
@@ -40,14 +50,12 @@ class Kernels:
 
     def rotary(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
                cos: torch.Tensor, sin: torch.Tensor, cos_sin: torch.Tensor):
-        # q: [T, H, D]; k: [T, Hkv, D]; cos, sin: [max_pos, D/2]; cos_sin: [max_pos, D]
+        # q: [T, H, D]; k: [T, Hkv, D] (views into the fused qkv output, rotated in place);
+        # cos, sin: [max_pos, D/2] float32; cos_sin: [max_pos, D] in the model's dtype
         if self.ops is not None:
-            head_dim = q.shape[-1]
-            q_flat = q.reshape(q.shape[0], -1).contiguous()
-            k_flat = k.reshape(k.shape[0], -1).contiguous()
-            self.ops.rotary_embedding(positions, q_flat, k_flat, head_dim,
-                                      cos_sin.to(q.dtype), True)
-            return q_flat.view(q.shape), k_flat.view(k.shape)
+            q_flat, k_flat = q.view(q.shape[0], -1), k.view(k.shape[0], -1)  # views, no copy
+            self.ops.rotary_embedding(positions, q_flat, k_flat, q.shape[-1], cos_sin, True)
+            return q, k
         cos_p = cos[positions].unsqueeze(1)  # [T, 1, D/2]
         sin_p = sin[positions].unsqueeze(1)
         return _rotate(q, cos_p, sin_p), _rotate(k, cos_p, sin_p)
@@ -64,8 +72,9 @@ def load_kernels(device: torch.device) -> Kernels:
         return Kernels()
     try:
         import vllm._custom_ops  # noqa: F401  (loads the extension's ops)
-        if all(hasattr(torch.ops._C, n) for n in ("rms_norm", "silu_and_mul", "rotary_embedding")):
-            logger.info("draft model uses vLLM's fused rms_norm / rotary / silu_and_mul kernels")
+        names = ("rms_norm", "fused_add_rms_norm", "silu_and_mul", "rotary_embedding")
+        if all(hasattr(torch.ops._C, n) for n in names):
+            logger.info("draft model uses vLLM's fused %s kernels", " / ".join(names))
             return Kernels(torch.ops._C)
     except Exception as error:  # no compiled vLLM extension here
         logger.info("vLLM fused kernels unavailable (%s); using PyTorch ops", error)

@@ -21,6 +21,10 @@ class RMSNorm(nn.Module):
         # x: [..., dim]; float32 statistics like the reference implementations
         return self.kernels.rms_norm(x, self.weight, self.eps)
 
+    def add(self, x: torch.Tensor, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(norm(x + residual), x + residual), fused where the kernels allow."""
+        return self.kernels.add_rms_norm(x, residual, self.weight, self.eps)
+
 
 def rope_inv_freq(arch: ModelArch) -> torch.Tensor:
     """Inverse frequencies [head_dim // 2], with Llama-3 or linear scaling applied."""
@@ -51,14 +55,15 @@ def _llama3_scale(inv_freq: torch.Tensor, params: dict) -> torch.Tensor:
 class RotaryEmbedding(nn.Module):
     """Neox-style (rotate-half) rotary embedding with a precomputed cos/sin table."""
 
-    def __init__(self, arch: ModelArch, max_positions: int):
+    def __init__(self, arch: ModelArch, max_positions: int,
+                 cos_sin_dtype: torch.dtype = torch.float32):
         super().__init__()
         positions = torch.arange(max_positions, dtype=torch.float32)
         freqs = torch.outer(positions, rope_inv_freq(arch))  # [max_positions, head_dim // 2]
         self.register_buffer("cos", freqs.cos(), persistent=False)
         self.register_buffer("sin", freqs.sin(), persistent=False)
-        self.register_buffer("cos_sin", torch.cat((freqs.cos(), freqs.sin()), dim=-1),
-                             persistent=False)  # [max_positions, head_dim], fused-kernel layout
+        self.register_buffer("cos_sin", torch.cat((freqs.cos(), freqs.sin()), dim=-1).to(
+            cos_sin_dtype), persistent=False)  # [max_positions, head_dim], fused-kernel layout
         self.kernels = Kernels()
 
     def forward(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor):

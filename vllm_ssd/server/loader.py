@@ -41,7 +41,7 @@ def load_draft_model(model_dir: str, arch: ModelArch, dtype: torch.dtype,
     with torch.device("meta"):
         model = DraftLM(arch, max_positions)
     model = model.to_empty(device=device).to(dtype)
-    model.rotary = RotaryEmbedding(arch, max_positions).to(device)
+    model.rotary = RotaryEmbedding(arch, max_positions, dtype).to(device)
     if dummy:
         _fill_dummy(model)
     else:

@@ -61,12 +61,16 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(arch.hidden_size, arch.rms_norm_eps)
         self.mlp = MLP(arch)
 
-    def forward(self, hidden, positions, rotary, kv_cache, backend, meta):
-        residual = hidden
-        hidden = self.self_attn(self.input_layernorm(hidden), positions, rotary,
-                                kv_cache, backend, meta)
-        hidden = residual + hidden
-        return hidden + self.mlp(self.post_attention_layernorm(hidden))
+    def forward(self, hidden, residual, positions, rotary, kv_cache, backend, meta):
+        """hidden: this layer's input before the residual add; residual: the running sum
+        (None for the first layer). Returns both for the next layer's fused add + norm."""
+        if residual is None:
+            residual, hidden = hidden, self.input_layernorm(hidden)
+        else:
+            hidden, residual = self.input_layernorm.add(hidden, residual)
+        hidden = self.self_attn(hidden, positions, rotary, kv_cache, backend, meta)
+        hidden, residual = self.post_attention_layernorm.add(hidden, residual)
+        return self.mlp(hidden), residual
 
 
 class DraftLM(nn.Module):
@@ -83,10 +87,11 @@ class DraftLM(nn.Module):
 
     def forward(self, input_ids, positions, kv_caches, backend, meta) -> torch.Tensor:
         # input_ids, positions: [T] -> hidden states [T, hidden_size]
-        hidden = self.embed_tokens(input_ids)
+        hidden, residual = self.embed_tokens(input_ids), None
         for layer, kv_cache in zip(self.layers, kv_caches):
-            hidden = layer(hidden, positions, self.rotary, kv_cache, backend, meta)
-        return self.norm(hidden)
+            hidden, residual = layer(hidden, residual, positions, self.rotary, kv_cache,
+                                     backend, meta)
+        return self.norm.add(hidden, residual)[0]
 
     def use_kernels(self, kernels: Kernels) -> None:
         for module in self.modules():

@@ -105,3 +105,30 @@ def test_costly_verification_against_cheap_plain_steps():
     assert policy.speculation_pays(8, jit_seconds=0.004, deadline=1.5)
     policy.target_step_s.value = 0.03
     assert not policy.speculation_pays(8, jit_seconds=0.004, deadline=1.5)
+
+
+def test_measured_rates_decide_once_both_kinds_of_round_were_seen():
+    policy = make_policy()
+    policy.plan = type(policy.plan)(budget=8, depth=4, predicted_t_p=4.0)  # model: no gain
+    policy.p_hit.value = 0.1
+    assert not policy.speculation_pays(64, jit_seconds=0.05, deadline=1.5)
+    for _ in range(3):
+        policy.observe_round(tokens_per_row=3.0, seconds=0.010, had_drafts=True)  # 300 tok/s
+    assert not policy.speculation_pays(64, jit_seconds=0.05, deadline=1.5)  # plain unseen
+    for _ in range(3):
+        policy.observe_round(tokens_per_row=1.0, seconds=0.005, had_drafts=False)  # 200 tok/s
+    assert policy.speculation_pays(64, jit_seconds=0.05, deadline=1.5)
+    for _ in range(20):
+        policy.observe_round(tokens_per_row=1.0, seconds=0.002, had_drafts=False)  # 500 tok/s
+    assert not policy.speculation_pays(64, jit_seconds=0.05, deadline=1.5)
+
+
+def test_measured_rate_corrects_its_start_up_bias():
+    from vllm_ssd.saguaro.estimators import MeasuredRate
+
+    rate = MeasuredRate(weight=0.2, min_samples=3)
+    rate.update(100.0)
+    rate.update(100.0)
+    assert rate.value is None
+    rate.update(100.0)
+    assert rate.value == pytest.approx(100.0)

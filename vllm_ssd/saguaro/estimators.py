@@ -21,6 +21,27 @@ class Ewma:
         return self.value
 
 
+class MeasuredRate:
+    """An exponentially weighted mean with start-up bias correction; ``value`` is None
+    until ``min_samples`` samples were seen."""
+
+    def __init__(self, weight: float = 0.2, min_samples: int = 3):
+        self.weight = weight
+        self.min_samples = min_samples
+        self.mean = 0.0
+        self.samples = 0
+
+    def update(self, sample: float) -> None:
+        self.mean = (1.0 - self.weight) * self.mean + self.weight * sample
+        self.samples += 1
+
+    @property
+    def value(self) -> float | None:
+        if self.samples < self.min_samples:
+            return None
+        return self.mean / (1.0 - (1.0 - self.weight) ** self.samples)
+
+
 class AcceptanceEstimate:
     """Per-token acceptance a of a capped geometric model, by maximum likelihood:
     a = accepted drafts / (accepted drafts + rejections), exponentially weighted."""

@@ -23,7 +23,8 @@ from vllm_ssd.settings import SSDSettings
 
 logger = logging.getLogger(__name__)
 REPLAN_EVERY = 16  # steps between build plans
-EXPLORE_EVERY = 32  # while speculation does not pay, one speculative round in this many
+EXPLORE_EVERY = 64  # steps between exploration windows of the other choice (on / off)
+EXPLORE_STEPS = 8  # steps in one window: enough for the cache to fill and be measured
 
 
 class DraftEngine:
@@ -66,6 +67,10 @@ class DraftEngine:
                                      outcomes.is_outcome)
         if request.target_step_s > 0:
             self.policy.observe_target_step(request.target_step_s, self.last_had_drafts)
+            if outcomes.is_outcome.any():
+                tokens_per_row = float(outcomes.num_accepted[outcomes.is_outcome].mean()) + 1.0
+                seconds = request.target_step_s + max(request.previous_round_trip_s, 0.0)
+                self.policy.observe_round(tokens_per_row, seconds, self.last_had_drafts)
         if request.previous_round_trip_s > 0:
             self.stats.observe_round_trip(request.previous_round_trip_s, self.last_all_hit)
         speculate = self._speculation_pays(len(slots))
@@ -83,15 +88,15 @@ class DraftEngine:
                            stats=self.stats.snapshot())
 
     def _speculation_pays(self, batch_size: int) -> bool:
-        """Mode ssd with an automatic plan: speculate only where the speed model predicts a
-        gain over plain decoding; every EXPLORE_EVERY steps try the other way, so that both
-        the plain and the speculative step times stay measured."""
+        """Mode ssd with an automatic plan: speculate only where it pays (measured, or
+        predicted before both ways were measured); for EXPLORE_STEPS of every EXPLORE_EVERY
+        steps do the other, so that both stay measured as the batch changes."""
         if self.settings.mode == "sd" or self.settings.build_plan == "full" or \
                 self.settings.backup != "auto":
             return True
         jit = self.policy.plan.depth * self.policy.step_cost.predict(batch_size)
         pays = self.policy.speculation_pays(batch_size, jit, self.settings.build_deadline)
-        if self.num_steps % EXPLORE_EVERY == 0:
+        if self.num_steps % EXPLORE_EVERY < EXPLORE_STEPS and self.num_steps >= EXPLORE_EVERY:
             pays = not pays
         self.stats.scalars["steps_without_speculation"] += 0.0 if pays else 1.0
         return pays

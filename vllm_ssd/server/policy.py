@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vllm_ssd.saguaro.estimators import AcceptanceEstimate, Ewma, LinearCost, PowerLawMissEstimate
+from vllm_ssd.saguaro.estimators import (AcceptanceEstimate, Ewma, LinearCost, MeasuredRate,
+                                         PowerLawMissEstimate)
 from vllm_ssd.saguaro.fanout import capped_geometric_pmf, fanout_table, geometric_fanout
 from vllm_ssd.saguaro.speed_model import (BackupOption, batch_throughput, choose_backup,
                                           expected_tokens, server_round_throughput)
@@ -38,6 +39,8 @@ class SpeculationPolicy:
         self.p_hit = Ewma(0.5)
         self.target_step_s = Ewma(0.0, weight=0.2)  # a target step verifying drafts
         self.plain_step_s = Ewma(0.0, weight=0.2)  # a target step without drafts
+        # measured tokens per row per second of whole rounds (target step + proposer wait)
+        self.speculative_rate, self.plain_rate = MeasuredRate(), MeasuredRate()
         self.step_cost = LinearCost(0.01, 0.001, relative_slope=relative_row_cost)
         self.glue_cost = LinearCost(0.01, 0.001, relative_slope=relative_row_cost)
         self.ngram_tokens = Ewma(1.2)
@@ -86,10 +89,18 @@ class SpeculationPolicy:
     def observe_target_step(self, seconds: float, verified_drafts: bool) -> None:
         (self.target_step_s if verified_drafts else self.plain_step_s).update(seconds)
 
+    def observe_round(self, tokens_per_row: float, seconds: float, had_drafts: bool) -> None:
+        (self.speculative_rate if had_drafts else self.plain_rate).update(tokens_per_row / seconds)
+
     def speculation_pays(self, batch_size: int, jit_seconds: float, deadline: float) -> bool:
-        """False when the server's round model predicts fewer tokens per second than plain
-        decoding (one token per measured plain step) with the best backup at this batch
-        size. Verifying drafts can cost more than a plain step (a compute-bound CPU)."""
+        """Once both kinds of round were measured: whether rounds with drafts produced more
+        tokens per second than rounds without. Before that, whether the server's round model
+        predicts more tokens per second than plain decoding (one token per measured plain
+        step) with the best backup at this batch size; verifying drafts can cost more than a
+        plain step (a compute-bound CPU)."""
+        speculative, plain = self.speculative_rate.value, self.plain_rate.value
+        if speculative is not None and plain is not None:
+            return speculative >= plain
         if self.target_step_s.value <= 0 or self.plain_step_s.value <= 0:
             return True
         e_hit = expected_tokens(self.acceptance[SOURCE_CACHE].value, self.plan.depth)

@@ -1,54 +1,69 @@
-"""Profile of the CPU draft: one forward of the draft server's model on its own core, by
-batch rows (branch decode) and query length (glue pass), next to the cache build that one
-target step must hide.   python benchmarks/profile_draft.py [DRAFT_DIR] [CPU]"""
+"""Profile of the draft server's model: one forward by batch rows (branch decode) and by
+query length (glue pass), next to the cache build that one target step must hide.
+
+    python benchmarks/profile_draft.py [--draft DIR] [--cpu N]          # CPU: one core
+    python benchmarks/profile_draft.py --device cuda --dummy --draft benchmarks/gpu/configs/qwen2.5-0.5b
+"""
 from __future__ import annotations
 
+import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 
-def timed(run, repeats: int = 5) -> float:
+def timed(run, sync, repeats: int = 20) -> float:
     run()
+    sync()
     samples = []
     for _ in range(repeats):
         start = time.perf_counter()
         run()
+        sync()
         samples.append(time.perf_counter() - start)
-    return 1000 * float(np.median(samples))
+    return round(1000 * float(np.median(samples)), 3)
 
 
 def main() -> None:
     models = Path(os.environ.get("VLLM_SSD_MODELS", "~/.cache/vllm-ssd-models")).expanduser()
-    draft = sys.argv[1] if len(sys.argv) > 1 else str(models / "qwen2.5-coder-0.5b-instruct")
-    cpu = int(sys.argv[2]) if len(sys.argv) > 2 else (os.cpu_count() or 1) - 1
-    os.sched_setaffinity(0, {cpu})
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--draft", default=str(models / "qwen2.5-coder-0.5b-instruct"))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--cpu", type=int, default=(os.cpu_count() or 1) - 1)
+    parser.add_argument("--dummy", action="store_true", help="random weights (GPU timing)")
+    args = parser.parse_args()
     import torch
 
-    torch.set_num_threads(1)
     from vllm_ssd.server.model_runner import DraftModelRunner
 
-    runner = DraftModelRunner(draft, torch.device("cpu"), "auto", num_blocks=2048, block_size=16,
-                              max_positions=4096, dummy=False)
+    device = torch.device(args.device)
+    if device.type == "cpu":
+        os.sched_setaffinity(0, {args.cpu})
+        torch.set_num_threads(1)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    runner = DraftModelRunner(args.draft, device, "auto", num_blocks=4096, block_size=16,
+                              max_positions=4096, dummy=args.dummy)
+    rows_list = (1, 2, 4, 8, 16, 64) if device.type == "cuda" else (1, 2, 4, 6, 8, 16)
+    if device.type == "cuda":
+        runner.capture_graphs({1: max(rows_list), 5: 8}, max_blocks=64)
     context = 300  # tokens of prompt + output already in the KV cache
-    tables = np.arange(64 * 32).reshape(64, 32)
+    tables = np.arange(64 * 64).reshape(64, 64)
     ids = np.random.default_rng(0).integers(100, 50000, size=context)
     runner.run(runner.make_batch(ids, np.array([context]), np.array([0]), tables[:1],
                                  np.array([context - 1])))
-    out = {"draft": draft, "cpu": cpu, "context_tokens": context, "decode_ms_by_rows": {},
-           "glue_ms_by_query_len": {}}
-    for rows in (1, 2, 4, 6, 8, 16):
+    out = {"draft": args.draft, "device": str(device), "graphs": runner.graphs is not None,
+           "context_tokens": context, "decode_ms_by_rows": {}, "glue_ms_by_query_len": {}}
+    for rows in rows_list:
         batch = runner.make_batch(ids[:rows], np.ones(rows, dtype=np.int64),
                                   np.full(rows, context), tables[:rows], np.arange(rows))
-        out["decode_ms_by_rows"][rows] = round(timed(lambda: runner.run(batch)), 1)
+        out["decode_ms_by_rows"][rows] = timed(lambda: runner.run(batch), sync)
     for query in (2, 3, 5):
         batch = runner.make_batch(ids[:query], np.array([query]), np.array([context]),
                                   tables[:1], np.arange(query))
-        out["glue_ms_by_query_len"][query] = round(timed(lambda: runner.run(batch)), 1)
+        out["glue_ms_by_query_len"][query] = timed(lambda: runner.run(batch), sync)
     print(json.dumps(out, indent=1))
 
 

@@ -114,7 +114,7 @@ class LinearCost:
     """Time of a forward pass as a + b * rows: exponentially weighted least squares
     over (rows, seconds). While only one row count was seen the slope is not
     identifiable; then one more row is assumed to add ``relative_slope`` of a one-row
-    pass (a GPU: ~1%; a CPU core: ~20%)."""
+    pass (a GPU: ~1%; a CPU core: ~3%)."""
 
     def __init__(self, prior_fixed: float, prior_per_row: float, decay: float = 0.98,
                  relative_slope: float | None = None):

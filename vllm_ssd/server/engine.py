@@ -40,7 +40,7 @@ class DraftEngine:
         self.policy = SpeculationPolicy(max_drafts, settings.fanout_budget,
                                         settings.fanout_r or 1.0, settings.fanout_r is not None,
                                         settings.backup,
-                                        0.01 if runner.device.type == "cuda" else 0.2)
+                                        0.01 if runner.device.type == "cuda" else 0.03)
         if not settings.enforce_eager:
             # query length 1: branch / JIT decode steps; 2..K+1: glue passes and catch-ups
             rows = {1: max_slots * settings.fanout_budget,

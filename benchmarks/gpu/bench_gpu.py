@@ -44,7 +44,7 @@ def run_case(case: dict) -> dict:
             method="ssd", model=draft, mode="sd" if case["method"] == "ssd_sd" else "ssd",
             draft_device=case["draft_device"], fanout_budget=case["budget"],
             sim_hit_rate=case["hit_rate"] if case["method"] == "ssd" else None,
-            log_interval_s=0, **spec)
+            log_interval_s=0, **case.get("ssd_settings", {}), **spec)
     start = time.time()
     llm = LLM(**kwargs)
     rows = [dict(case=case, init_s=round(time.time() - start, 1))]
@@ -95,6 +95,7 @@ def main() -> None:
                         help="unconditional per-position acceptance (real Qwen pair, CPU run)")
     parser.add_argument("--hit-rate", type=float, default=0.85)
     parser.add_argument("--output-len", type=int, default=128)
+    parser.add_argument("--ssd-settings", default="{}", help="extra SSD settings as JSON")
     parser.add_argument("--out", required=True)
     parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -110,6 +111,7 @@ def main() -> None:
                         hit_rate=args.hit_rate, output_len=args.output_len,
                         batch_sizes=[int(b) for b in args.batch_sizes.split(",")],
                         draft_device=device, gpus=torch.cuda.device_count(),
+                        ssd_settings=json.loads(args.ssd_settings),
                         gpu=torch.cuda.get_device_name(0))
             proc = subprocess.run([sys.executable, __file__, "--out", args.out, "--case",
                                    json.dumps(case)], capture_output=True, text=True)

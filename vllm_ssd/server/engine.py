@@ -197,3 +197,6 @@ class DraftEngine:
             self.policy.step_cost.observe(report.num_branches, report.branch_s / report.depth_done)
         t_v = self.policy.target_step_s.value
         self.stats.observe_build(report, t_v)
+        plan, cost = self.policy.plan, self.policy.step_cost
+        self.stats.observe_plan(plan.budget, plan.depth, float(cost.predict(1)),
+                                float(cost.predict(8)))

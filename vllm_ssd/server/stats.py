@@ -17,7 +17,8 @@ SCALARS = (
     "backup_ngram_seconds", "backup_neural_steps", "backup_ngram_steps", "restarts",
     "outcomes_after_hit", "accepted_after_hit", "outcomes_after_backup", "accepted_after_backup",
     "round_trips", "round_trip_seconds", "round_trips_all_hit", "round_trip_all_hit_seconds",
-    "steps_without_speculation",
+    "steps_without_speculation", "plan_budget_sum", "plan_depth_sum", "step_cost_1_row_s_sum",
+    "step_cost_8_rows_s_sum",
 )
 
 
@@ -73,6 +74,14 @@ class ServerStats:
         if all_hit:
             self.scalars["round_trips_all_hit"] += 1
             self.scalars["round_trip_all_hit_seconds"] += seconds
+
+    def observe_plan(self, budget: int, depth: int, cost_1_row: float, cost_8_rows: float) -> None:
+        """The build plan in force and the fitted branch-step cost, once per build round."""
+        s = self.scalars
+        s["plan_budget_sum"] += budget
+        s["plan_depth_sum"] += depth
+        s["step_cost_1_row_s_sum"] += cost_1_row
+        s["step_cost_8_rows_s_sum"] += cost_8_rows
 
     def observe_build(self, report, target_step_s: float) -> None:
         s = self.scalars

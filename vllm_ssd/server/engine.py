@@ -71,6 +71,9 @@ class DraftEngine:
                 tokens_per_row = float(outcomes.num_accepted[outcomes.is_outcome].mean()) + 1.0
                 seconds = request.target_step_s + max(request.previous_round_trip_s, 0.0)
                 self.policy.observe_round(tokens_per_row, seconds, self.last_had_drafts)
+                logger.debug("round: %.2f tokens/row in %.1f ms (target %.1f), drafts %s",
+                             tokens_per_row, 1e3 * seconds, 1e3 * request.target_step_s,
+                             self.last_had_drafts)
         if request.previous_round_trip_s > 0:
             self.stats.observe_round_trip(request.previous_round_trip_s, self.last_all_hit)
         speculate = self._speculation_pays(len(slots))
@@ -96,7 +99,12 @@ class DraftEngine:
             return True
         jit = self.policy.plan.depth * self.policy.step_cost.predict(batch_size)
         pays = self.policy.speculation_pays(batch_size, jit, self.settings.build_deadline)
-        if self.num_steps % EXPLORE_EVERY < EXPLORE_STEPS and self.num_steps >= EXPLORE_EVERY:
+        phase = self.num_steps % EXPLORE_EVERY
+        if phase == EXPLORE_STEPS:
+            logger.info("speculation %s: %s vs %s tokens/s per row measured with / without "
+                        "drafts", "on" if pays else "off", self.policy.speculative_rate.value,
+                        self.policy.plain_rate.value)
+        if phase < EXPLORE_STEPS and self.num_steps >= EXPLORE_EVERY:
             pays = not pays
         self.stats.scalars["steps_without_speculation"] += 0.0 if pays else 1.0
         return pays

@@ -17,6 +17,7 @@ def metric_values(llm) -> dict[str, float]:
 @pytest.mark.parametrize("draft,mode,settings", [
     ("target", "ssd", FULL_BUILD),  # every draft accepted
     ("draft_noisy", "ssd", {}),  # partial acceptance, planned builds
+    ("target", "ssd", {**FULL_BUILD, "prefill_chunk": 3}),  # prompts prefilled 3 tokens a round
     ("draft_qwen2", "ssd", {"backup": "neural"}),  # another family, almost nothing accepted
     ("draft_noisy", "sd", {}),  # the draft-after-outcome baseline
 ])

@@ -44,8 +44,11 @@ class Branches:
 
 class CacheBuilder:
     def __init__(self, drafter: Drafter, table: RequestTable, cache: SpeculationCache,
-                 blocks: BlockManager):
+                 blocks: BlockManager, prefill_chunk: int = 1 << 30):
+        """prefill_chunk: catch-up tokens (new prompts) per build; longer catch-ups are
+        prefilled a chunk per round, so that no build blocks the next step for long."""
         self.drafter = drafter
+        self.prefill_chunk = prefill_chunk
         self.table = table
         self.cache = cache
         self.blocks = blocks
@@ -64,6 +67,10 @@ class CacheBuilder:
         if len(slots) == 0:
             return report
         start = time.perf_counter()
+        slots = self.prefill_chunks(slots)
+        if len(slots) == 0:
+            report.glue_s = time.perf_counter() - start
+            return report
         num_drafts = self.table.num_drafts[slots]
         logits = self.drafter.extend(self.table, slots, num_drafts + 1)
         branches = self.fork(slots, logits, num_drafts, fanout)
@@ -75,6 +82,19 @@ class CacheBuilder:
         report.depth_done = self.decode_branches(branches, depth, stop)
         report.branch_s = time.perf_counter() - start
         return report
+
+    def prefill_chunks(self, slots: np.ndarray) -> np.ndarray:
+        """Advances long catch-ups by one chunk (shared by the long rows); returns the
+        slots ready for a glue pass this round."""
+        table = self.table
+        catch_up = table.num_tokens[slots] + table.num_drafts[slots] - \
+            np.minimum(table.path_cached[slots], table.num_tokens[slots] - 1)
+        long = catch_up > max(self.prefill_chunk, table.max_drafts + 1)
+        if long.any():
+            chunk = max(self.prefill_chunk // int(long.sum()), 1)
+            self.drafter.extend(table, slots[long], np.zeros(int(long.sum()), dtype=np.int64),
+                                np.full(int(long.sum()), chunk))
+        return slots[~long]
 
     def fork(self, slots: np.ndarray, logits: torch.Tensor, num_drafts: np.ndarray,
              fanout: np.ndarray) -> Branches:

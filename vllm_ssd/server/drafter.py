@@ -13,8 +13,14 @@ from vllm_ssd.server.state import RequestTable
 
 
 class Drafter:
-    def __init__(self, runner: DraftModelRunner, saguaro_c: float, seed: int):
+    def __init__(self, runner: DraftModelRunner, saguaro_c: float, seed: int,
+                 pad_queries: bool = False):
+        """pad_queries: right-pad short extend passes to one query length, so that mixed
+        glue passes replay a CUDA graph. Exact: causal attention keeps padding tokens out
+        of every real token's view, and their KV slots lie beyond the cached path, to be
+        overwritten before anything attends to them."""
         self.runner = runner
+        self.pad_queries = pad_queries
         self.saguaro_c = saguaro_c
         self.generator = torch.Generator(device=runner.device).manual_seed(seed)
 
@@ -23,21 +29,30 @@ class Drafter:
         return sample_draft_tokens(logits, temps, top_f, self.saguaro_c, self.generator,
                                    any_random=bool((temperature > 0).any()))
 
-    def extend(self, table: RequestTable, slots: np.ndarray, num_logits: np.ndarray) -> torch.Tensor:
+    def extend(self, table: RequestTable, slots: np.ndarray, num_logits: np.ndarray,
+               max_tokens: np.ndarray | None = None) -> torch.Tensor:
         """Runs each slot's path from its first uncached position (at most its last committed
-        token) through all its drafts; returns logits [sum(num_logits), V] for the last
-        ``num_logits`` positions of every slot, in slot order."""
-        ends = table.num_tokens[slots] + table.num_drafts[slots]  # [R]
+        token) through all its drafts, or through ``max_tokens`` of it (a prefill chunk);
+        returns logits [sum(num_logits), V] for the last ``num_logits`` positions of every
+        slot, in slot order."""
         starts = np.minimum(table.path_cached[slots], table.num_tokens[slots] - 1)
+        ends = table.num_tokens[slots] + table.num_drafts[slots]  # [R]
+        if max_tokens is not None:
+            ends = np.minimum(ends, starts + max_tokens)
         query_lens = ends - starts
-        table.ensure_blocks(slots, ends + 1)
+        width = int(query_lens.max())
+        padded = self.pad_queries and width <= table.max_drafts + 1
+        run_lens = np.full_like(query_lens, width) if padded else query_lens
+        table.ensure_blocks(slots, np.maximum(ends + 1, starts + run_lens))
         paths = table.path_tokens(slots)
-        col = np.arange(int(query_lens.max()))[None, :]
-        keep = col < query_lens[:, None]
-        input_ids = paths[np.nonzero(keep)[0], (starts[:, None] + col)[keep]]
-        cu_tokens = np.cumsum(query_lens)
-        logits_rows = np.repeat(cu_tokens, num_logits) - _ranks_from_end(num_logits)
-        batch = self.runner.make_batch(input_ids, query_lens, starts,
+        col = np.arange(width)[None, :]
+        keep = col < run_lens[:, None]
+        positions = np.minimum(starts[:, None] + col, paths.shape[1] - 1)
+        input_ids = np.where(col < query_lens[:, None], paths[np.arange(len(slots))[:, None],
+                                                               positions], 0)[keep]
+        real_ends = np.cumsum(run_lens) - run_lens + query_lens  # [R] one past each last token
+        logits_rows = np.repeat(real_ends, num_logits) - _ranks_from_end(num_logits)
+        batch = self.runner.make_batch(input_ids, run_lens, starts,
                                        table.block_tables[slots], logits_rows)
         logits = self.runner.run(batch)
         table.path_cached[slots] = ends

@@ -36,7 +36,8 @@ class DraftEngine:
         self.table = RequestTable(max_slots, max_len, max_drafts, self.blocks)
         self.cache = SpeculationCache(max_slots, max_drafts, settings.fanout_budget)
         self.drafter = Drafter(runner, settings.saguaro_c, seed=settings.seed)
-        self.builder = CacheBuilder(self.drafter, self.table, self.cache, self.blocks)
+        chunk = settings.prefill_chunk or (2048 if runner.device.type == "cuda" else 64)
+        self.builder = CacheBuilder(self.drafter, self.table, self.cache, self.blocks, chunk)
         self.policy = SpeculationPolicy(max_drafts, settings.fanout_budget,
                                         settings.fanout_r or 1.0, settings.fanout_r is not None,
                                         settings.backup,
@@ -46,6 +47,7 @@ class DraftEngine:
             rows = {1: max_slots * settings.fanout_budget,
                     **{q: max_slots for q in range(2, max_drafts + 2)}}
             runner.capture_graphs(rows, self.table.block_tables.shape[1])
+            self.drafter.pad_queries = runner.graphs is not None
         self.stats = stats
         self.rng = np.random.default_rng(settings.seed)
         self.pending_build = np.zeros(0, dtype=np.int64)

@@ -56,7 +56,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--out", default=str(HERE / "results" / "cpu"))
     parser.add_argument("--tag", default="", help="suffix of the result file names")
     parser.add_argument("--merge", nargs="+", metavar="JSON",
-                        help="no runs: rebuild the report from the raw rows of these result files")
+                        help="no runs: rebuild the report from the raw rows of these result "
+                             "files (later files replace the same configurations)")
     return parser.parse_args()
 
 
@@ -97,9 +98,14 @@ def main() -> None:
     log_dir = out_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     raw = []
-    if args.merge:
+    if args.merge:  # a configuration in a later file replaces the same one in an earlier
+        merged = {}
         for path in args.merge:
-            raw.extend(json.loads(Path(path).read_text())["raw"])
+            for entry in json.loads(Path(path).read_text())["raw"]:
+                key = (entry["method"], entry["placement"], entry["batch_size"],
+                       entry["temperature"])
+                merged[key] = entry
+        raw.extend(merged.values())
     else:
         for config in tqdm(configs(args), desc="configurations"):
             raw.extend(run(config, log_dir))

@@ -51,3 +51,11 @@ def test_devices_and_cpu_lists():
         resolve_device("cuda:7", 1)
     with pytest.raises(SSDConfigError, match="draft_device"):
         resolve_device("tpu", 1)
+
+
+def test_every_user_setting_has_an_environment_variable():
+    from vllm_ssd.envs import SETTING_FIELDS
+    from vllm_ssd.settings import SSDSettings
+
+    internal = {"load_format", "runtime_dir"}
+    assert set(SSDSettings.model_fields) - internal == set(SETTING_FIELDS)

@@ -39,7 +39,7 @@ class SSDSettings(BaseModel):
     build_deadline: float = Field(1.5, ge=0)  # cut a cache build short once a step has
     # been waiting and the build ran longer than this many target steps (inf = never)
     prefill_chunk: int | None = Field(None, ge=1)  # prompt tokens the draft prefills per
-    # cache build (the rest in later rounds); None = 64 on CPU, 2048 on a GPU
+    # cache build (the rest in later rounds); None = 256 on CPU, 2048 on a GPU
     ipc_timeout_s: float = Field(30.0, gt=0)  # a step reply slower than this = server down
     startup_timeout_s: float = Field(600.0, gt=0)  # draft model load + handshake
     enforce_eager: bool = False  # CUDA drafts: no CUDA graphs

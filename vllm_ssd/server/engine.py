@@ -36,7 +36,7 @@ class DraftEngine:
         self.table = RequestTable(max_slots, max_len, max_drafts, self.blocks)
         self.cache = SpeculationCache(max_slots, max_drafts, settings.fanout_budget)
         self.drafter = Drafter(runner, settings.saguaro_c, seed=settings.seed)
-        chunk = settings.prefill_chunk or (2048 if runner.device.type == "cuda" else 64)
+        chunk = settings.prefill_chunk or (2048 if runner.device.type == "cuda" else 256)
         self.builder = CacheBuilder(self.drafter, self.table, self.cache, self.blocks, chunk)
         self.policy = SpeculationPolicy(max_drafts, settings.fanout_budget,
                                         settings.fanout_r or 1.0, settings.fanout_r is not None,

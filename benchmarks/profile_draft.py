@@ -2,7 +2,8 @@
 query length (glue pass), next to the cache build that one target step must hide.
 
     python benchmarks/profile_draft.py [--draft DIR] [--cpu N]          # CPU: one core
-    python benchmarks/profile_draft.py --device cuda --dummy --draft benchmarks/gpu/configs/qwen2.5-0.5b
+    python benchmarks/profile_draft.py --device cuda --dummy \
+        --draft benchmarks/gpu/configs/qwen2.5-0.5b
 """
 from __future__ import annotations
 

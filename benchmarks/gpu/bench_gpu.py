@@ -116,7 +116,8 @@ def main() -> None:
             proc = subprocess.run([sys.executable, __file__, "--out", args.out, "--case",
                                    json.dumps(case)], capture_output=True, text=True)
             lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
-            record = json.loads(lines[-1][7:]) if lines else [dict(case=case, error=proc.stderr[-3000:])]
+            failed = [dict(case=case, error=proc.stderr[-3000:])]
+            record = json.loads(lines[-1][7:]) if lines else failed
             with open(args.out, "a") as handle:
                 handle.write(json.dumps(record) + "\n")
             print(json.dumps(record)[:600], flush=True)

@@ -33,7 +33,8 @@ def markdown(rows: list[dict]) -> str:
              "|" + "---|" * len(COLUMNS)]
     order = sorted(rows, key=lambda r: (r["temperature"], r["batch_size"], r["method"], r["placement"]))
     lines += ["| " + " | ".join(_cell(r, key, fmt) for key, _, fmt in COLUMNS) + " |" for r in order]
-    datasets = [r for r in rows if r.get("per_dataset") and r["temperature"] == 0]
+    datasets = [r for r in rows if r.get("per_dataset") and r["temperature"] == 0
+                and r["method"] != "plain"]  # plain decoding drafts nothing
     if datasets:
         lines += ["", "Per dataset (batch size 1, greedy): mean accepted length / SSD hit rate", "",
                   "| method | cores | " + " | ".join(sorted(datasets[0]["per_dataset"])) + " |",

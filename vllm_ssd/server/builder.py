@@ -90,10 +90,11 @@ class CacheBuilder:
         catch_up = table.num_tokens[slots] + table.num_drafts[slots] - \
             np.minimum(table.path_cached[slots], table.num_tokens[slots] - 1)
         long = catch_up > max(self.prefill_chunk, table.max_drafts + 1)
-        if long.any():
-            chunk = max(self.prefill_chunk // int(long.sum()), 1)
-            self.drafter.extend(table, slots[long], np.zeros(int(long.sum()), dtype=np.int64),
-                                np.full(int(long.sum()), chunk))
+        num_long = int(long.sum())
+        if num_long:
+            chunk = max(self.prefill_chunk // num_long, 1)
+            self.drafter.extend(table, slots[long], np.zeros(num_long, dtype=np.int64),
+                                np.full(num_long, chunk))
         return slots[~long]
 
     def fork(self, slots: np.ndarray, logits: torch.Tensor, num_drafts: np.ndarray,

@@ -36,12 +36,12 @@ class DraftEngine:
         self.table = RequestTable(max_slots, max_len, max_drafts, self.blocks)
         self.cache = SpeculationCache(max_slots, max_drafts, settings.fanout_budget)
         self.drafter = Drafter(runner, settings.saguaro_c, seed=settings.seed)
-        chunk = settings.prefill_chunk or (2048 if runner.device.type == "cuda" else 256)
+        on_gpu = runner.device.type == "cuda"  # device-dependent defaults, measured
+        chunk = settings.prefill_chunk or (2048 if on_gpu else 256)
         self.builder = CacheBuilder(self.drafter, self.table, self.cache, self.blocks, chunk)
         self.policy = SpeculationPolicy(max_drafts, settings.fanout_budget,
                                         settings.fanout_r or 1.0, settings.fanout_r is not None,
-                                        settings.backup,
-                                        0.01 if runner.device.type == "cuda" else 0.03)
+                                        settings.backup, 0.01 if on_gpu else 0.03)
         if not settings.enforce_eager:
             # query length 1: branch / JIT decode steps; 2..K+1: glue passes and catch-ups
             rows = {1: max_slots * settings.fanout_budget,

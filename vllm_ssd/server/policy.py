@@ -29,7 +29,8 @@ class SpeculationPolicy:
     def __init__(self, max_drafts: int, max_budget: int, prior_r: float, fixed_r: bool,
                  backup: str, relative_row_cost: float = 0.03):
         """relative_row_cost: the prior cost of one more row in a draft forward, as a
-        fraction of a one-row forward (about 0.01 on a GPU, 0.03 on a CPU core: profile_draft.py)."""
+        fraction of a one-row forward (about 0.01 on a GPU, 0.03 on a CPU core; see
+        benchmarks/profile_draft.py)."""
         self.max_drafts = max_drafts
         self.max_budget = max_budget
         self.backup_setting = backup
@@ -76,7 +77,8 @@ class SpeculationPolicy:
     def _backup_options(self, jit_seconds: float) -> list[BackupOption]:
         t_v = max(self.target_step_s.value, 1e-6)
         a_neural = self.acceptance[SOURCE_NEURAL].value
-        return [BackupOption("neural", expected_tokens(a_neural, self.plan.depth), jit_seconds / t_v),
+        neural_tokens = expected_tokens(a_neural, self.plan.depth)
+        return [BackupOption("neural", neural_tokens, jit_seconds / t_v),
                 BackupOption("ngram", self.ngram_tokens.value, 0.0)]
 
     def choose_backup(self, batch_size: int, jit_seconds: float) -> str:

@@ -131,6 +131,17 @@ class DraftClient:
             if isinstance(reply, P.StepReply) and reply.seq == request.seq:
                 return reply
 
+    def notify(self, request: P.StepRequest) -> None:
+        """Sends a step that gets no reply (a quiet step); raises if the server is gone."""
+        if self.server is None or self.awaiting_hello:
+            raise DraftServerUnavailable("draft server is not running")
+        if self.server.process.poll() is not None:
+            raise DraftServerUnavailable(
+                f"draft server exited with code {self.server.process.returncode}")
+        request.seq = next(self.sequence)
+        request.wants_reply = False
+        self.socket.send(P.encode(request))
+
     def stats(self, timeout_s: float = 5.0) -> dict[str, float]:
         if self.server is None or self.awaiting_hello:
             raise DraftServerUnavailable("draft server is not running")

@@ -50,6 +50,7 @@ class SSDProposer:
         self.last_stats: dict[str, float] = {}
         self.last_return = 0.0
         self.last_round_trip_s = 0.0
+        self.quiet_steps = 0  # steps the server promised no drafts for: sent, not awaited
         self.failures = 0
         self.next_restart = 0.0
 
@@ -77,11 +78,19 @@ class SSDProposer:
         request.previous_round_trip_s = self.last_round_trip_s
         sent = time.perf_counter()
         try:
-            reply = self.client.step(request)
+            if self.quiet_steps > 0:
+                self.client.notify(request)
+                self.quiet_steps -= 1
+            else:
+                reply = self.client.step(request)
+                self.quiet_steps = reply.quiet_steps
         except DraftServerUnavailable as error:
             self._on_failure(error)
             return drafts
         self.last_round_trip_s = time.perf_counter() - sent
+        self.last_return = time.perf_counter()
+        if not request.wants_reply:
+            return drafts
         self.failures = 0
         lens = P.unpack(reply.num_drafts)
         flat = P.unpack(reply.draft_tokens).tolist()
@@ -90,7 +99,6 @@ class SSDProposer:
             drafts[row] = flat[start:end]
         self.last_stats = reply.stats
         self.stats_logger.maybe_log(reply.stats)
-        self.last_return = time.perf_counter()
         return drafts
 
     def _make_step(self, req_ids, sampled, num_tokens, token_ids_cpu, target_step_s):
@@ -142,6 +150,7 @@ class SSDProposer:
         self.last_stats = {**self.last_stats,
                            "restarts": self.last_stats.get("restarts", 0.0) + 1}
         self.tracker.reset()
+        self.quiet_steps = 0
         self.client.close_server()
         delay = RESTART_BACKOFF_S[min(self.failures - 1, len(RESTART_BACKOFF_S) - 1)]
         self.next_restart = time.monotonic() + (0.0 if self.failures == 1 else delay)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import msgspec
 import numpy as np
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 
 class Hello(msgspec.Struct, tag="hello"):
@@ -53,6 +53,7 @@ class StepRequest(msgspec.Struct, tag="step"):
     max_drafts: bytes  # int32 [B], per-row cap (max_model_len / max_tokens room)
     target_step_s: float = 0.0  # wall time of the target step that produced these outcomes
     previous_round_trip_s: float = 0.0  # the proposer's wait for the previous reply
+    wants_reply: bool = True  # False within a quiet run (see StepReply.quiet_steps)
 
 
 class StepReply(msgspec.Struct, tag="step_reply"):
@@ -61,6 +62,9 @@ class StepReply(msgspec.Struct, tag="step_reply"):
     draft_tokens: bytes  # int32 [sum(num_drafts)]
     is_hit: bytes  # uint8 [B]
     stats: dict[str, float] = {}
+    # the next quiet_steps steps get no drafts: the proposer sends their outcomes with
+    # wants_reply=False and does not wait (speculation switched off costs no round trip)
+    quiet_steps: int = 0
 
 
 class StatsRequest(msgspec.Struct, tag="stats"):

@@ -33,7 +33,8 @@ def run_case(case: dict) -> dict:
     vllm_ssd.register()  # the package is on PYTHONPATH, not installed: no entry point
     target, draft = (str(HERE / "configs" / name) for name in PAIRS[case["pair"]])
     kwargs = dict(model=target, load_format="dummy", skip_tokenizer_init=True, seed=0,
-                  max_model_len=2048, gpu_memory_utilization=0.85, disable_log_stats=False,
+                  max_model_len=2048, gpu_memory_utilization=case["target_memory"],
+                  disable_log_stats=False,
                   max_num_seqs=max(case["batch_sizes"]))
     spec = dict(num_speculative_tokens=case["k"], rejection_sample_method="synthetic",
                 synthetic_acceptance_rates=case["rates"])
@@ -111,6 +112,8 @@ def main() -> None:
                         hit_rate=args.hit_rate, output_len=args.output_len,
                         batch_sizes=[int(b) for b in args.batch_sizes.split(",")],
                         draft_device=device, gpus=torch.cuda.device_count(),
+                        # one GPU: leave room for the draft server beside the target
+                        target_memory=0.85 if torch.cuda.device_count() > 1 else 0.6,
                         ssd_settings=json.loads(args.ssd_settings),
                         gpu=torch.cuda.get_device_name(0))
             proc = subprocess.run([sys.executable, __file__, "--out", args.out, "--case",

@@ -68,7 +68,9 @@ def test_server_restart_on_gpu(tiny):
     assert alive and not set(alive) & set(killed)
 
 
-def run_engine_steps(tiny, enforce_eager: bool) -> tuple[list[list[int]], torch.Tensor]:
+def run_engine_steps(tiny, enforce_eager: bool,
+                     strict_build: bool = False) -> tuple[list[list[int]], torch.Tensor]:
+    """strict_build: a cache build that synchronises with the device raises."""
     from vllm_ssd import protocol as P
     from vllm_ssd.server.__main__ import _build_engine
     from vllm_ssd.settings import SSDSettings
@@ -90,7 +92,11 @@ def run_engine_steps(tiny, enforce_eager: bool) -> tuple[list[list[int]], torch.
                                 new_tokens=P.pack(flat), is_step_delta=P.pack([step > 0] * 2, np.uint8),
                                 max_drafts=P.pack([3, 3]))
         reply = engine.step(request)
-        engine.build(lambda: False)
+        torch.cuda.set_sync_debug_mode("error" if strict_build else "default")
+        try:
+            engine.build(lambda: False)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
         drafts, lens = P.unpack(reply.draft_tokens).tolist(), P.unpack(reply.num_drafts)
         results.append(drafts)
         # pretend the target accepted the first draft of each row and sampled token 5
@@ -108,3 +114,9 @@ def test_cuda_graph_and_eager_paths_agree(tiny):
     eager_drafts, eager_logits = run_engine_steps(tiny, enforce_eager=True)
     assert graph_drafts == eager_drafts
     assert torch.allclose(graph_logits, eager_logits, atol=2e-2, rtol=0)
+
+
+def test_cache_build_never_waits_for_the_device(tiny):
+    """The build only queues work; its results are fetched in the next step's one sync."""
+    drafts, _ = run_engine_steps(tiny, enforce_eager=False, strict_build=True)
+    assert sum(len(d) for d in drafts[1:]) > 0

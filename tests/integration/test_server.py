@@ -97,6 +97,22 @@ def test_a_wrong_guess_is_a_miss_and_the_backup_drafts(tiny, start_client):
     assert drafts == hf_greedy(tiny["target"], PROMPT + truth[:2] + [3], K)
 
 
+def test_quiet_steps_get_no_reply_but_are_tracked(tiny, start_client):
+    """Outcomes sent with notify() (speculation off) advance the server's copy of the
+    request; the next awaited step drafts from the right context, with its own reply."""
+    client = start_client(mode="sd")
+    truth = hf_greedy(tiny["target"], PROMPT, 12)
+    step(client, 0, PROMPT + truth[:1], is_step=False, new=True)
+    for token in truth[1:4]:  # three plain steps: one sampled token each, no drafts
+        client.notify(P.StepRequest(
+            seq=0, new_requests=[], finished_slots=[], slots=P.pack([0]),
+            num_new_tokens=P.pack([1]), new_tokens=P.pack([token]),
+            is_step_delta=P.pack([1], np.uint8), max_drafts=P.pack([0])))
+    drafts, _ = step(client, 0, truth[4:5], is_step=True)
+    assert drafts == truth[5:5 + K]
+    assert client.stats()["steps"] == 5
+
+
 def test_dead_server_is_detected_and_shutdown_cleans_up(start_client, tmp_path):
     client = start_client()
     pid, socket_path = client.pid, client.server.socket_path

@@ -40,3 +40,12 @@ def test_zero_fanout_positions_get_no_branch():
     logits = logits_ranking([3, 1, 2], [5, 3, 7], [4, 6, 1])
     branches = builder.fork(np.array([0]), logits, np.array([2]), np.array([[0, 0, 3]]))
     assert branches.k.tolist() == [2, 2, 2] and branches.tokens.tolist() == [4, 6, 1]
+
+
+def test_excluded_token_in_the_middle_of_the_top_is_skipped():
+    builder = make_builder()
+    # j=0 ranks 1, 3(drafted s1), 2 -> 1, 2; j=1 ranks 7, 2, 5(drafted s2) -> 7, 2
+    logits = logits_ranking([1, 3, 2, 4], [7, 2, 5, 1], [0, 1, 2, 3])
+    branches = builder.fork(np.array([0]), logits, np.array([2]), np.array([[2, 2, 0]]))
+    got = list(zip(branches.k.tolist(), branches.rank.tolist(), branches.tokens.tolist()))
+    assert got == [(0, 0, 1), (0, 1, 2), (1, 0, 7), (1, 1, 2)]

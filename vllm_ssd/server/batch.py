@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from vllm_ssd.server.device_clock import to_device
+
 
 @dataclass
 class TokenBatch:
@@ -53,13 +55,13 @@ def make_token_batch(
     # one host-to-device copy for all index arrays, sliced into views on the device
     parts = [positions, query_lens, context_lens, slot_mapping, logits_indices.astype(np.int64),
              block_tables.astype(np.int64).ravel()]
-    packed = _to_device(np.concatenate(parts), device)
+    packed = to_device(np.concatenate(parts), device)
     views = list(torch.split(packed, [len(p) for p in parts]))
     views[-1] = views[-1].view(block_tables.shape)
     if isinstance(input_ids, torch.Tensor):
         input_ids = input_ids.to(device=device, dtype=torch.int64)
     else:
-        input_ids = _to_device(np.ascontiguousarray(input_ids, dtype=np.int64), device)
+        input_ids = to_device(np.ascontiguousarray(input_ids, dtype=np.int64), device)
     return TokenBatch(
         input_ids=input_ids,
         positions=views[0],
@@ -73,12 +75,3 @@ def make_token_batch(
         uniform_query_len=int(query_lens[0]) if len(query_lens) and
         (query_lens == query_lens[0]).all() else None,
     )
-
-
-def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
-    """Host -> device without blocking the host on a GPU: a pinned staging copy lets the
-    next batch be prepared while the previous forward still runs."""
-    tensor = torch.from_numpy(array)
-    if device.type != "cuda":
-        return tensor
-    return tensor.pin_memory().to(device, non_blocking=True)

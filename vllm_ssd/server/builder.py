@@ -9,10 +9,14 @@
    (copy-on-write fork of the request's blocks);
 4. populate: cache[(slot, j, t)] = the branch's drafts, kept even when a new
    step arrives mid-build (a shallower hit is still a hit).
+
+Nothing here waits for the device: the branch structure (slot, j, rank) follows from
+the fan-out alone, the guessed tokens and drafts stay on the device and come back in
+one non-blocking copy, which ``collect`` (at the next step, before the lookup) waits
+for: one host sync per round. Build times are measured between device marks.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -20,6 +24,7 @@ import numpy as np
 import torch
 
 from vllm_ssd.server.block_manager import BlockManager
+from vllm_ssd.server.device_clock import DeviceClock
 from vllm_ssd.server.drafter import Drafter
 from vllm_ssd.server.spec_cache import SpeculationCache
 from vllm_ssd.server.state import RequestTable
@@ -39,7 +44,17 @@ class Branches:
     slots: np.ndarray  # [N]
     k: np.ndarray  # [N] fork position (accepted drafts this branch assumes)
     rank: np.ndarray  # [N] rank among the candidates of (slot, k)
-    tokens: np.ndarray  # [N] the guessed t*
+    tokens: torch.Tensor  # [N] the guessed t*, on the draft device
+
+
+@dataclass
+class PendingBuild:
+    """A build whose guesses and drafts are still on their way from the device."""
+    report: BuildReport
+    marks: tuple  # device marks: start, glue done, branches done
+    ready: object  # device mark after the copy to the host
+    branches: Branches | None = None
+    host_tokens: torch.Tensor | None = None  # [N, 1 + depth_done]: t*, then the drafts
 
 
 class CacheBuilder:
@@ -53,6 +68,8 @@ class CacheBuilder:
         self.cache = cache
         self.blocks = blocks
         self.branch_tables = np.zeros((0, table.block_tables.shape[1]), dtype=np.int32)
+        self.clock = DeviceClock(drafter.runner.device if drafter else torch.device("cpu"))
+        self.pending: PendingBuild | None = None
 
     def release_branches(self) -> None:
         """Frees last round's branch KV (their drafts stay in the cache until cleared)."""
@@ -60,27 +77,47 @@ class CacheBuilder:
         self.branch_tables = self.branch_tables[:0]
 
     def build(self, slots: np.ndarray, fanout: np.ndarray, depth: int,
-              stop: Callable[[], bool]) -> BuildReport:
-        """fanout [R, max_drafts + 1]: F_j for each row; depth: drafts per branch."""
-        report = BuildReport(num_rows=len(slots))
+              stop: Callable[[], bool]) -> None:
+        """fanout [R, max_drafts + 1]: F_j for each row; depth: drafts per branch.
+        Queues the work; ``collect`` fills the cache."""
         self.cache.clear(slots)
+        report = BuildReport(num_rows=len(slots))
         if len(slots) == 0:
-            return report
-        start = time.perf_counter()
+            return
+        start = self.clock.mark()
         slots = self.prefill_chunks(slots)
-        if len(slots) == 0:
-            report.glue_s = time.perf_counter() - start
-            return report
-        num_drafts = self.table.num_drafts[slots]
-        logits = self.drafter.extend(self.table, slots, num_drafts + 1)
-        branches = self.fork(slots, logits, num_drafts, fanout)
-        report.glue_s = time.perf_counter() - start
-        report.num_branches = len(branches.slots)
-        if report.num_branches == 0:
-            return report
-        start = time.perf_counter()
-        report.depth_done = self.decode_branches(branches, depth, stop)
-        report.branch_s = time.perf_counter() - start
+        branches = None
+        if len(slots):
+            num_drafts = self.table.num_drafts[slots]
+            logits = self.drafter.extend(self.table, slots, num_drafts + 1)
+            branches = self.fork(slots, logits, num_drafts, fanout)
+            report.num_branches = len(branches.slots)
+        glue_done = self.clock.mark()
+        tokens = None
+        if report.num_branches:
+            tokens = self.decode_branches(branches, depth, stop)  # [N, 1 + done]
+            report.depth_done = tokens.shape[1] - 1
+            tokens = self.clock.download(tokens)
+        marks = (start, glue_done, self.clock.mark())
+        self.pending = PendingBuild(report, marks, marks[-1], branches, tokens)
+
+    def collect(self) -> BuildReport | None:
+        """Waits for the last build (the round's host sync), fills the cache with its
+        guesses and drafts, and returns its report (None if there was none)."""
+        pending, self.pending = self.pending, None
+        if pending is None:
+            return None
+        self.clock.wait(pending.ready)
+        report = pending.report
+        start, glue_done, end = pending.marks
+        report.glue_s = self.clock.seconds(start, glue_done)
+        report.branch_s = self.clock.seconds(glue_done, end)
+        if pending.host_tokens is not None:
+            tokens = pending.host_tokens.numpy()
+            b = pending.branches
+            self.cache.insert_keys(b.slots, b.k, b.rank, tokens[:, 0])
+            if report.depth_done:
+                self.cache.record_drafts(b.slots, b.k, b.rank, tokens[:, 1:], report.depth_done)
         return report
 
     def prefill_chunks(self, slots: np.ndarray) -> np.ndarray:
@@ -99,43 +136,43 @@ class CacheBuilder:
 
     def fork(self, slots: np.ndarray, logits: torch.Tensor, num_drafts: np.ndarray,
              fanout: np.ndarray) -> Branches:
-        """Picks the candidate t* of every (row, position) from the glue logits."""
+        """Picks the candidate t* of every (row, position) from the glue logits [L, V]:
+        the top tokens of the row, the drafted token s_{j+1} excluded for j < K."""
         rows_per_slot = num_drafts + 1
         row = np.repeat(np.arange(len(slots)), rows_per_slot)  # logit row -> batch row
         position = np.arange(len(row)) - np.repeat(np.cumsum(rows_per_slot) - rows_per_slot,
                                                    rows_per_slot)  # j
+        has_excluded = position < num_drafts[row]
         max_f = int(fanout.max(initial=0))
-        if max_f == 0:
-            return Branches(*(np.zeros(0, dtype=np.int64) for _ in range(4)))
         num_candidates = min(max_f + 1, logits.shape[-1])
-        candidates = logits.topk(num_candidates, dim=-1).indices.cpu().numpy()  # [L, F+1]
+        counts = np.minimum(fanout[row, position], num_candidates - has_excluded)  # [L]
+        logit_row = np.repeat(np.arange(len(row)), counts)  # [N]
+        rank = np.arange(len(logit_row)) - np.repeat(np.cumsum(counts) - counts, counts)
+        if len(logit_row) == 0:
+            return Branches(*(np.zeros(0, dtype=np.int64) for _ in range(3)),
+                            torch.zeros(0, dtype=torch.int64, device=logits.device))
         drafted = self.table.drafts[slots[row], np.minimum(position, self.table.max_drafts - 1)]
-        excluded = np.where(position < num_drafts[row], drafted, -1)
-        usable = candidates != excluded[:, None]
-        rank = np.cumsum(usable, axis=1) - 1
-        keep = usable & (rank < fanout[row, position][:, None])
-        logit_row, column = np.nonzero(keep)
-        return Branches(slots[row[logit_row]], position[logit_row], rank[logit_row, column],
-                        candidates[logit_row, column].astype(np.int64))
+        excluded = self.clock.upload(np.where(has_excluded, drafted, -1).astype(np.int64))
+        candidates = logits.topk(num_candidates, dim=-1).indices  # [L, F+1]
+        usable = (candidates != excluded[:, None]).to(torch.int8)
+        order = torch.sort(usable, dim=1, descending=True, stable=True).indices
+        compact = candidates.gather(1, order)  # [L, F+1] usable candidates first
+        index = self.clock.upload(np.stack([logit_row, rank]).astype(np.int64))  # [2, N]
+        return Branches(slots[row[logit_row]], position[logit_row], rank,
+                        compact[index[0], index[1]])
 
-    def decode_branches(self, branches: Branches, depth: int, stop: Callable[[], bool]) -> int:
+    def decode_branches(self, branches: Branches, depth: int,
+                        stop: Callable[[], bool]) -> torch.Tensor:
+        """Decodes every branch from its root; returns tokens [N, 1 + done] on the device."""
         fork_lens = self.table.num_tokens[branches.slots] + branches.k  # positions shared
         tables, cow_src, cow_dst = self.blocks.fork(
             self.table.block_tables[branches.slots], fork_lens, depth)
         self.drafter.runner.copy_blocks(cow_src, cow_dst)
         self.branch_tables = tables
-        self.cache.insert_keys(branches.slots, branches.k, branches.rank, branches.tokens)
-        device = self.drafter.runner.device
-        roots = torch.from_numpy(branches.tokens).to(device)
         temps = self.table.temperature[branches.slots]
         # the first branch step always runs: a one-token hit beats a miss
-        tokens = self.drafter.decode(tables, fork_lens, roots, temps, depth,
-                                     self.drafter_top_f(), stop, min_steps=1)
-        done = tokens.shape[1] - 1
-        if done > 0:
-            self.cache.record_drafts(branches.slots, branches.k, branches.rank,
-                                     tokens[:, 1:].cpu().numpy(), done)
-        return done
+        return self.drafter.decode(tables, fork_lens, branches.tokens, temps, depth,
+                                   self.drafter_top_f(), stop, min_steps=1)
 
     def drafter_top_f(self) -> int:
         return self.cache.keys.shape[2]

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from vllm_ssd.saguaro.sampling import sample_draft_tokens
+from vllm_ssd.server.device_clock import DeviceClock, to_device
 from vllm_ssd.server.model_runner import DraftModelRunner
 from vllm_ssd.server.state import RequestTable
 
@@ -23,9 +24,10 @@ class Drafter:
         self.pad_queries = pad_queries
         self.saguaro_c = saguaro_c
         self.generator = torch.Generator(device=runner.device).manual_seed(seed)
+        self.clock = DeviceClock(runner.device)
 
     def sample(self, logits: torch.Tensor, temperature: np.ndarray, top_f: int) -> torch.Tensor:
-        temps = torch.from_numpy(temperature.astype(np.float32)).to(logits.device)
+        temps = to_device(temperature.astype(np.float32), logits.device)
         return sample_draft_tokens(logits, temps, top_f, self.saguaro_c, self.generator,
                                    any_random=bool((temperature > 0).any()))
 
@@ -85,18 +87,29 @@ class Drafter:
         """Feeds first_tokens [N] at start_positions, then each sampled token, ``steps``
         times; every sequence has its own block table. Returns tokens [N, 1 + done]
         (the first tokens followed by the decoded ones; fewer if ``stop`` fires after
-        ``min_steps``)."""
+        ``min_steps``). With ``stop``, at most two steps are queued on the device ahead
+        of the host, so that a stop takes effect within about one step."""
         num_seqs = len(start_positions)
         ones = np.ones(num_seqs, dtype=np.int64)
         rows = np.arange(num_seqs)
         columns = [first_tokens]
+        marks = []
         for step in range(steps):
-            if stop is not None and step >= min_steps and stop():
+            if stop is not None and step >= min_steps and self._stop_while_queued(marks, stop):
                 break
             batch = self.runner.make_batch(columns[-1], ones, start_positions + step,
                                            block_tables, rows)
             columns.append(self.sample(self.runner.run(batch), temperature, top_f))
+            if stop is not None:
+                marks.append(self.clock.mark())
         return torch.stack(columns, dim=1)
+
+    def _stop_while_queued(self, marks: list, stop: Callable[[], bool]) -> bool:
+        """Polls ``stop`` until the step before last has finished on the device."""
+        while len(marks) >= 2 and not self.clock.done(marks[-2]):
+            if stop():
+                return True
+        return stop()
 
 
 def _ranks_from_end(counts: np.ndarray) -> np.ndarray:

@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 REPLAN_EVERY = 16  # steps between build plans
 EXPLORE_EVERY = 64  # steps between exploration windows of the other choice (on / off)
 EXPLORE_STEPS = 8  # steps in one window: enough for the cache to fill and be measured
+MAX_QUIET_STEPS = 16  # longest run of steps sent without a reply while speculation is off
 
 
 class DraftEngine:
@@ -52,11 +53,15 @@ class DraftEngine:
         self.rng = np.random.default_rng(settings.seed)
         self.pending_build = np.zeros(0, dtype=np.int64)
         self.num_steps = 0
+        self.quiet_until = 0  # steps before this one were promised no drafts
         self.last_all_hit = False
         self.last_had_drafts = False
 
     def step(self, request: P.StepRequest) -> P.StepReply:
         start = time.perf_counter()
+        report = self.builder.collect()  # the last build's cache: the round's host sync
+        if report is not None:
+            self._observe_build(report)
         self.builder.release_branches()
         self._lifecycle(request)
         slots = P.unpack(request.slots).astype(np.int64)
@@ -90,15 +95,21 @@ class DraftEngine:
         keep = np.arange(self.max_drafts)[None, :] < lens[:, None]
         return P.StepReply(seq=request.seq, num_drafts=P.pack(lens), draft_tokens=P.pack(drafts[keep]),
                            is_hit=P.pack(source == SOURCE_CACHE, np.uint8),
-                           stats=self.stats.snapshot())
+                           stats=self.stats.snapshot(),
+                           quiet_steps=max(self.quiet_until - self.num_steps, 0))
 
     def _speculation_pays(self, batch_size: int) -> bool:
         """Mode ssd with an automatic plan: speculate only where it pays (measured, or
         predicted before both ways were measured); for EXPLORE_STEPS of every EXPLORE_EVERY
-        steps do the other, so that both stay measured as the batch changes."""
+        steps do the other, so that both stay measured as the batch changes. Switched off
+        outside a window, the steps up to the next window (at most MAX_QUIET_STEPS) are
+        quiet: promised no drafts, so the proposer does not wait for their replies."""
         if self.settings.mode == "sd" or self.settings.build_plan == "full" or \
                 self.settings.backup != "auto":
             return True
+        if self.num_steps < self.quiet_until:
+            self.stats.scalars["steps_without_speculation"] += 1.0
+            return False
         jit = self.policy.plan.depth * self.policy.step_cost.predict(batch_size)
         pays = self.policy.speculation_pays(batch_size, jit, self.settings.build_deadline)
         phase = self.num_steps % EXPLORE_EVERY
@@ -108,6 +119,8 @@ class DraftEngine:
                         self.policy.plain_rate.value)
         if phase < EXPLORE_STEPS and self.num_steps >= EXPLORE_EVERY:
             pays = not pays
+        elif not pays:
+            self.quiet_until = self.num_steps + 1 + min(MAX_QUIET_STEPS, EXPLORE_EVERY - 1 - phase)
         self.stats.scalars["steps_without_speculation"] += 0.0 if pays else 1.0
         return pays
 
@@ -193,13 +206,11 @@ class DraftEngine:
         deadline = time.perf_counter() + self.settings.build_deadline * \
             self.policy.target_step_s.value
         try:
-            report = self.builder.build(slots, fanout, self.policy.plan.depth,
-                                        lambda: time.perf_counter() > deadline and stop())
+            self.builder.build(slots, fanout, self.policy.plan.depth,
+                               lambda: time.perf_counter() > deadline and stop())
         except OutOfBlocks as error:
             logger.warning("draft KV cache full, skipping this round's cache build: %s", error)
             self.cache.clear(slots)
-            return
-        self._observe_build(report)
 
     def _observe_build(self, report) -> None:
         self.policy.glue_cost.observe(report.num_rows * (self.max_drafts + 1), report.glue_s)

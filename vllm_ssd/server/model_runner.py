@@ -10,6 +10,7 @@ from vllm_ssd.server.arch import ModelArch
 from vllm_ssd.server.attention import TorchPagedAttention
 from vllm_ssd.server.attention_cuda import FlashPagedAttention, flash_attention_available
 from vllm_ssd.server.batch import TokenBatch, make_token_batch
+from vllm_ssd.server.device_clock import to_device
 from vllm_ssd.server.loader import load_draft_model, resolve_dtype
 
 logger = logging.getLogger(__name__)
@@ -71,6 +72,6 @@ class DraftModelRunner:
         """Copy-on-write: duplicates whole KV blocks src[i] -> dst[i] in every layer."""
         if len(src) == 0:
             return
-        src_t = torch.from_numpy(src.astype(np.int64)).to(self.device)
-        dst_t = torch.from_numpy(dst.astype(np.int64)).to(self.device)
+        src_t = to_device(src.astype(np.int64), self.device)
+        dst_t = to_device(dst.astype(np.int64), self.device)
         self.kv_cache[:, :, dst_t] = self.kv_cache[:, :, src_t]

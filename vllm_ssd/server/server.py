@@ -46,7 +46,8 @@ class DraftServer:
             logger.exception("draft step failed")
             self._send(identity, P.ErrorReply(seq=request.seq, error=repr(error)))
             raise
-        self._send(identity, reply)
+        if request.wants_reply:
+            self._send(identity, reply)
         self.engine.build(stop=self._step_waiting)
 
     def _next(self, timeout_ms: int):

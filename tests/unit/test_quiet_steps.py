@@ -1,0 +1,58 @@
+"""Speculation switched off: the engine promises quiet steps (no drafts, no reply awaited)
+up to the next exploration window, and keeps that promise."""
+import numpy as np
+
+from vllm_ssd import protocol as P
+from vllm_ssd.server.__main__ import _build_engine
+from vllm_ssd.server.engine import EXPLORE_EVERY, EXPLORE_STEPS, MAX_QUIET_STEPS
+from vllm_ssd.settings import SSDSettings
+
+
+def make_engine(tiny, pays: bool):
+    settings = SSDSettings(draft_model=str(tiny["draft"]), draft_device="cpu", mode="ssd",
+                           enforce_eager=True)
+    hello = P.Hello(version=P.PROTOCOL_VERSION, token="", num_speculative_tokens=3,
+                    target_vocab_size=512, max_model_len=256, max_num_seqs=2)
+    engine = _build_engine(settings, hello)
+    engine.policy.speculation_pays = lambda *args: pays  # the measured verdict, fixed
+    return engine
+
+
+def run_steps(engine, num_steps: int) -> list[tuple[int, int]]:
+    """(drafts, quiet_steps) of each reply for one greedy request."""
+    replies = []
+    for index in range(num_steps):
+        delta = [1, 40, 41, 42] if index == 0 else [7]
+        reply = engine.step(P.StepRequest(
+            seq=index, new_requests=[P.NewRequest(slot=0, temperature=0.0)] if index == 0 else [],
+            finished_slots=[], slots=P.pack([0]), num_new_tokens=P.pack([len(delta)]),
+            new_tokens=P.pack(delta), is_step_delta=P.pack([index > 0], np.uint8),
+            max_drafts=P.pack([3]), wants_reply=True))
+        engine.build(lambda: False)
+        replies.append((len(P.unpack(reply.draft_tokens)), reply.quiet_steps))
+    return replies
+
+
+def test_speculation_off_promises_quiet_steps_until_the_next_window(tiny):
+    replies = run_steps(make_engine(tiny, pays=False), 2 * EXPLORE_EVERY)
+    assert replies[0] == (0, MAX_QUIET_STEPS)
+    promised = set()
+    for index, (num_drafts, quiet) in enumerate(replies):
+        if index in promised:
+            assert num_drafts == 0
+            continue
+        phase = index % EXPLORE_EVERY
+        exploring = index >= EXPLORE_EVERY and phase < EXPLORE_STEPS
+        assert quiet == (0 if exploring else min(MAX_QUIET_STEPS, EXPLORE_EVERY - 1 - phase))
+        promised.update(range(index + 1, index + 1 + quiet))
+    # the exploration window after the first EXPLORE_EVERY steps speculates, un-promised
+    window = range(EXPLORE_EVERY, EXPLORE_EVERY + EXPLORE_STEPS)
+    assert not promised & set(window)
+    assert sum(replies[i][0] for i in window) > 0
+
+
+def test_speculation_on_promises_nothing(tiny):
+    replies = run_steps(make_engine(tiny, pays=True), EXPLORE_EVERY + EXPLORE_STEPS + 2)
+    window = range(EXPLORE_EVERY, EXPLORE_EVERY + EXPLORE_STEPS)
+    assert all(quiet == 0 for _, quiet in replies)
+    assert all(replies[i][0] == 0 for i in window)  # exploring the other way: no drafts

@@ -44,6 +44,7 @@ def test_speculation_off_promises_quiet_steps_until_the_next_window(tiny):
         phase = index % EXPLORE_EVERY
         exploring = index >= EXPLORE_EVERY and phase < EXPLORE_STEPS
         assert quiet == (0 if exploring else min(MAX_QUIET_STEPS, EXPLORE_EVERY - 1 - phase))
+        assert num_drafts == 0 or exploring
         promised.update(range(index + 1, index + 1 + quiet))
     # the exploration window after the first EXPLORE_EVERY steps speculates, un-promised
     window = range(EXPLORE_EVERY, EXPLORE_EVERY + EXPLORE_STEPS)
@@ -51,8 +52,13 @@ def test_speculation_off_promises_quiet_steps_until_the_next_window(tiny):
     assert sum(replies[i][0] for i in window) > 0
 
 
-def test_speculation_on_promises_nothing(tiny):
+def test_speculation_on_explores_off_quietly(tiny):
+    """The off-window of speculation that pays is quiet too: its first reply promises the
+    rest of the window, and drafts come back right after it."""
     replies = run_steps(make_engine(tiny, pays=True), EXPLORE_EVERY + EXPLORE_STEPS + 2)
     window = range(EXPLORE_EVERY, EXPLORE_EVERY + EXPLORE_STEPS)
-    assert all(quiet == 0 for _, quiet in replies)
+    assert replies[EXPLORE_EVERY][1] == EXPLORE_STEPS - 1
+    assert all(quiet == 0 for index, (_, quiet) in enumerate(replies) if index not in window)
     assert all(replies[i][0] == 0 for i in window)  # exploring the other way: no drafts
+    assert all(replies[i][0] > 0 for i in range(2, EXPLORE_EVERY))
+    assert replies[EXPLORE_EVERY + EXPLORE_STEPS + 1][0] > 0

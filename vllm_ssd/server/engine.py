@@ -101,9 +101,10 @@ class DraftEngine:
     def _speculation_pays(self, batch_size: int) -> bool:
         """Mode ssd with an automatic plan: speculate only where it pays (measured, or
         predicted before both ways were measured); for EXPLORE_STEPS of every EXPLORE_EVERY
-        steps do the other, so that both stay measured as the batch changes. Switched off
-        outside a window, the steps up to the next window (at most MAX_QUIET_STEPS) are
-        quiet: promised no drafts, so the proposer does not wait for their replies."""
+        steps do the other, so that both stay measured as the batch changes. Switched off,
+        the rest of the stretch off (the window, or up to the next window; at most
+        MAX_QUIET_STEPS) is quiet: promised no drafts, so the proposer does not wait for
+        replies, and rounds without drafts are measured at what they really cost."""
         if self.settings.mode == "sd" or self.settings.build_plan == "full" or \
                 self.settings.backup != "auto":
             return True
@@ -117,10 +118,11 @@ class DraftEngine:
             logger.info("speculation %s: %s vs %s tokens/s per row measured with / without "
                         "drafts", "on" if pays else "off", self.policy.speculative_rate.value,
                         self.policy.plain_rate.value)
-        if phase < EXPLORE_STEPS and self.num_steps >= EXPLORE_EVERY:
-            pays = not pays
-        elif not pays:
-            self.quiet_until = self.num_steps + 1 + min(MAX_QUIET_STEPS, EXPLORE_EVERY - 1 - phase)
+        exploring = phase < EXPLORE_STEPS and self.num_steps >= EXPLORE_EVERY
+        pays = pays != exploring
+        if not pays:
+            last_off = (EXPLORE_STEPS if exploring else EXPLORE_EVERY) - 1  # phase
+            self.quiet_until = self.num_steps + 1 + min(MAX_QUIET_STEPS, last_off - phase)
         self.stats.scalars["steps_without_speculation"] += 0.0 if pays else 1.0
         return pays
 

@@ -38,6 +38,8 @@ def run_case(case: dict) -> dict:
                   max_num_seqs=max(case["batch_sizes"]))
     spec = dict(num_speculative_tokens=case["k"], rejection_sample_method="synthetic",
                 synthetic_acceptance_rates=case["rates"])
+    if case["method"] == "plain_sync":  # what custom_class imposes on vLLM, without drafts
+        kwargs["async_scheduling"] = False
     if case["method"] == "vllm_sd":
         kwargs["speculative_config"] = dict(method="draft_model", model=draft, **spec)
     elif case["method"] in ("ssd", "ssd_sd"):

@@ -17,7 +17,7 @@ def load(paths: list[str]) -> list[dict]:
             record = json.loads(line)
             case = record[0]["case"]
             for run in record[1:]:
-                rows.append({"file": Path(path).name, **case, **run})
+                rows.append({"file": Path(path).name, "gpus": 2, **case, **run})
     return rows
 
 
@@ -50,14 +50,16 @@ def ssd_columns(row: dict, plain: dict | None) -> dict:
 def markdown(rows: list[dict]) -> str:
     columns = ["acc. len", "hit rate", "build ms", "T_p/T_v", "round trip ms",
                "hit round trip ms", "speed model tok/s"]
-    lines = ["| pair | method | run | bs | tok/s | vs plain | " + " | ".join(columns) + " |",
-             "|" + "---|" * (6 + len(columns))]
-    for row in sorted(rows, key=lambda r: (r["pair"], r["batch_size"], r["method"], r["file"])):
-        plain = next((p for p in rows if p["method"] == "plain" and p["pair"] == row["pair"]
-                      and p["batch_size"] == row["batch_size"]), None)
-        extra = ssd_columns(row, plain) if row["method"] != "plain" else {}
+    lines = ["| pair | GPUs | method | run | bs | tok/s | vs plain | " + " | ".join(columns) + " |",
+             "|" + "---|" * (7 + len(columns))]
+    key = ("pair", "gpus", "batch_size")
+    for row in sorted(rows, key=lambda r: (r["pair"], -r["gpus"], r["batch_size"], r["method"],
+                                           r["file"])):
+        plain = next((p for p in rows if p["method"] == "plain"
+                      and all(p[k] == row[k] for k in key)), None)
+        extra = ssd_columns(row, plain) if not row["method"].startswith("plain") else {}
         ratio = f"{row['tok_per_s'] / plain['tok_per_s']:.2f}x" if plain else "–"
-        lines.append(f"| {row['pair']} | {row['method']} | {row['file']} | {row['batch_size']} | "
+        lines.append(f"| {row['pair']} | {row['gpus']} | {row['method']} | {row['file']} | {row['batch_size']} | "
                      f"{row['tok_per_s']:.0f} | {ratio} | "
                      + " | ".join(extra.get(c, "–") for c in columns) + " |")
     return "\n".join(lines) + "\n"

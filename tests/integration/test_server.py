@@ -111,6 +111,10 @@ def test_quiet_steps_get_no_reply_but_are_tracked(tiny, start_client):
     drafts, _ = step(client, 0, truth[4:5], is_step=True)
     assert drafts == truth[5:5 + K]
     assert client.stats()["steps"] == 5
+    os.kill(client.pid, signal.SIGKILL)
+    client.server.process.wait(timeout=10)
+    with pytest.raises(DraftServerUnavailable, match="exited"):  # a quiet step notices too
+        client.notify(P.make_dummy_step())
 
 
 def test_dead_server_is_detected_and_shutdown_cleans_up(start_client, tmp_path):

@@ -1,0 +1,57 @@
+"""The proposer keeps the server's promise of quiet steps: their outcomes are sent without
+waiting (no drafts), then it waits for a reply again."""
+import types
+
+import numpy as np
+
+from vllm_ssd import protocol as P
+from vllm_ssd.metrics import StatsLogger
+from vllm_ssd.proposer import SSDProposer
+from vllm_ssd.tracker import RequestTracker
+
+
+class FakeClient:
+    """Answers awaited steps with one draft per row and a promise of ``quiet`` steps."""
+
+    def __init__(self, quiet: int):
+        self.quiet = quiet
+        self.calls: list[str] = []
+        self.server = object()
+
+    def ready(self) -> bool:
+        return True
+
+    def step(self, request: P.StepRequest) -> P.StepReply:
+        self.calls.append("step")
+        rows = len(P.unpack(request.slots))
+        return P.StepReply(seq=request.seq, num_drafts=P.pack(np.ones(rows)),
+                           draft_tokens=P.pack(np.full(rows, 9)),
+                           is_hit=P.pack(np.ones(rows), np.uint8), quiet_steps=self.quiet)
+
+    def notify(self, request: P.StepRequest) -> None:
+        self.calls.append("notify")
+        request.wants_reply = False  # what DraftClient.notify does
+
+
+def make_proposer(client) -> SSDProposer:
+    proposer = SSDProposer.__new__(SSDProposer)
+    params = types.SimpleNamespace(max_tokens=64, temperature=0.0)
+    requests = {"a": types.SimpleNamespace(sampling_params=params, prompt_token_ids=[1, 2, 3])}
+    proposer.runner = types.SimpleNamespace(requests=requests,
+                                            input_batch=types.SimpleNamespace(req_ids=["a"]))
+    proposer.tracker = RequestTracker(4)
+    proposer.client, proposer.is_driver = client, True
+    proposer.max_model_len, proposer.num_speculative_tokens = 512, 4
+    proposer.stats_logger = StatsLogger(0)
+    proposer.last_stats, proposer.last_return, proposer.last_round_trip_s = {}, 0.0, 0.0
+    proposer.quiet_steps, proposer.failures = 0, 0
+    return proposer
+
+
+def test_promised_quiet_steps_are_sent_without_waiting():
+    client = FakeClient(quiet=2)
+    proposer = make_proposer(client)
+    tokens = np.zeros((1, 64), dtype=np.int32)
+    drafts = [proposer.propose([[7]], np.array([4 + i]), tokens) for i in range(4)]
+    assert client.calls == ["step", "notify", "notify", "step"]
+    assert drafts == [[[9]], [[]], [[]], [[9]]]

@@ -77,8 +77,9 @@ class SSDProposer:
                                         token_ids_cpu, target_step_s)
         request.previous_round_trip_s = self.last_round_trip_s
         sent = time.perf_counter()
+        quiet = self.quiet_steps > 0
         try:
-            if self.quiet_steps > 0:
+            if quiet:
                 self.client.notify(request)
                 self.quiet_steps -= 1
             else:
@@ -89,7 +90,7 @@ class SSDProposer:
             return drafts
         self.last_round_trip_s = time.perf_counter() - sent
         self.last_return = time.perf_counter()
-        if not request.wants_reply:
+        if quiet:
             return drafts
         self.failures = 0
         lens = P.unpack(reply.num_drafts)

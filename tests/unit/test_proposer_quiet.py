@@ -30,7 +30,6 @@ class FakeClient:
 
     def notify(self, request: P.StepRequest) -> None:
         self.calls.append("notify")
-        request.wants_reply = False  # what DraftClient.notify does
 
 
 def make_proposer(client) -> SSDProposer:

@@ -43,7 +43,6 @@ class FlashPagedAttention:
         self.fa_version = 3 if torch.cuda.get_device_capability(device)[0] == 9 else 2
         self.write_kv = _fused_kv_writer(device) or _index_copy_kv
 
-
     def build(self, batch: TokenBatch) -> FlashMetadata:
         cu_seqlens_q = torch.zeros(batch.query_lens.shape[0] + 1, dtype=torch.int32,
                                    device=batch.query_lens.device)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from vllm_ssd.server.block_manager import BlockManager
-from vllm_ssd.server.device_clock import DeviceClock
+from vllm_ssd.server.device_clock import DeviceClock, to_device
 from vllm_ssd.server.drafter import Drafter
 from vllm_ssd.server.spec_cache import SpeculationCache
 from vllm_ssd.server.state import RequestTable
@@ -51,8 +51,7 @@ class Branches:
 class PendingBuild:
     """A build whose guesses and drafts are still on their way from the device."""
     report: BuildReport
-    marks: tuple  # device marks: start, glue done, branches done
-    ready: object  # device mark after the copy to the host
+    marks: tuple  # device marks: start, glue done, branches done (and copied to the host)
     branches: Branches | None = None
     host_tokens: torch.Tensor | None = None  # [N, 1 + depth_done]: t*, then the drafts
 
@@ -68,7 +67,7 @@ class CacheBuilder:
         self.cache = cache
         self.blocks = blocks
         self.branch_tables = np.zeros((0, table.block_tables.shape[1]), dtype=np.int32)
-        self.clock = DeviceClock(drafter.runner.device if drafter else torch.device("cpu"))
+        self.clock = drafter.clock if drafter else DeviceClock(torch.device("cpu"))
         self.pending: PendingBuild | None = None
 
     def release_branches(self) -> None:
@@ -99,7 +98,7 @@ class CacheBuilder:
             report.depth_done = tokens.shape[1] - 1
             tokens = self.clock.download(tokens)
         marks = (start, glue_done, self.clock.mark())
-        self.pending = PendingBuild(report, marks, marks[-1], branches, tokens)
+        self.pending = PendingBuild(report, marks, branches, tokens)
 
     def collect(self) -> BuildReport | None:
         """Waits for the last build (the round's host sync), fills the cache with its
@@ -107,9 +106,9 @@ class CacheBuilder:
         pending, self.pending = self.pending, None
         if pending is None:
             return None
-        self.clock.wait(pending.ready)
-        report = pending.report
         start, glue_done, end = pending.marks
+        self.clock.wait(end)
+        report = pending.report
         report.glue_s = self.clock.seconds(start, glue_done)
         report.branch_s = self.clock.seconds(glue_done, end)
         if pending.host_tokens is not None:
@@ -152,12 +151,12 @@ class CacheBuilder:
             return Branches(*(np.zeros(0, dtype=np.int64) for _ in range(3)),
                             torch.zeros(0, dtype=torch.int64, device=logits.device))
         drafted = self.table.drafts[slots[row], np.minimum(position, self.table.max_drafts - 1)]
-        excluded = self.clock.upload(np.where(has_excluded, drafted, -1).astype(np.int64))
+        excluded = to_device(np.where(has_excluded, drafted, -1).astype(np.int64), logits.device)
         candidates = logits.topk(num_candidates, dim=-1).indices  # [L, F+1]
         usable = (candidates != excluded[:, None]).to(torch.int8)
         order = torch.sort(usable, dim=1, descending=True, stable=True).indices
         compact = candidates.gather(1, order)  # [L, F+1] usable candidates first
-        index = self.clock.upload(np.stack([logit_row, rank]).astype(np.int64))  # [2, N]
+        index = to_device(np.stack([logit_row, rank]).astype(np.int64), logits.device)  # [2, N]
         return Branches(slots[row[logit_row]], position[logit_row], rank,
                         compact[index[0], index[1]])
 

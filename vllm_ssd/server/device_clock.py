@@ -14,7 +14,6 @@ import torch
 
 class DeviceClock:
     def __init__(self, device: torch.device):
-        self.device = device
         self.on_cuda = device.type == "cuda"
 
     def mark(self):
@@ -34,9 +33,6 @@ class DeviceClock:
     def seconds(self, start, end) -> float:
         """Device time between two marks; ``end`` must be done."""
         return start.elapsed_time(end) / 1e3 if self.on_cuda else end - start
-
-    def upload(self, array: np.ndarray) -> torch.Tensor:
-        return to_device(array, self.device)
 
     def download(self, tensor: torch.Tensor) -> torch.Tensor:
         """Starts a device -> host copy; read the result only after a later mark is done."""

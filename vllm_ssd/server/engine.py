@@ -95,7 +95,7 @@ class DraftEngine:
         keep = np.arange(self.max_drafts)[None, :] < lens[:, None]
         return P.StepReply(seq=request.seq, num_drafts=P.pack(lens), draft_tokens=P.pack(drafts[keep]),
                            is_hit=P.pack(source == SOURCE_CACHE, np.uint8),
-                           stats=self.stats.snapshot(),
+                           stats=self.stats.snapshot() if request.wants_reply else {},
                            quiet_steps=max(self.quiet_until - self.num_steps, 0))
 
     def _speculation_pays(self, batch_size: int) -> bool:

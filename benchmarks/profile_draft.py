@@ -35,6 +35,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--cpu", type=int, default=(os.cpu_count() or 1) - 1)
     parser.add_argument("--dummy", action="store_true", help="random weights (GPU timing)")
+    parser.add_argument("--kernels", action="store_true",
+                        help="CUDA: per-kernel times of one branch-decode step (eager and graph) "
+                        "and the graph step's time by the attention's max context length")
     args = parser.parse_args()
     import torch
 
@@ -65,7 +68,51 @@ def main() -> None:
         batch = runner.make_batch(ids[:query], np.array([query]), np.array([context]),
                                   tables[:1], np.arange(query))
         out["glue_ms_by_query_len"][query] = timed(lambda: runner.run(batch), sync)
+    if args.kernels and device.type == "cuda":
+        batch = runner.make_batch(ids[:1], np.ones(1, dtype=np.int64), np.full(1, context),
+                                  tables[:1], np.arange(1))
+        out["kernels"] = kernel_profile(runner, batch)
+        out["decode_ms_by_max_context"] = by_max_context(runner, batch, sync)
     print(json.dumps(out, indent=1))
+
+
+def kernel_profile(runner, batch, steps: int = 10) -> dict:
+    """Kernel names, counts and total device microseconds per step, eager and graph."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    result = {}
+    graphs = runner.graphs
+    for name, use_graphs in (("eager", False), ("graph", True)):
+        runner.graphs = graphs if use_graphs else None
+        runner.run(batch)
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(steps):
+                runner.run(batch)
+            torch.cuda.synchronize()
+        rows = [(e.key, e.count / steps, e.self_device_time_total / steps)
+                for e in prof.key_averages() if e.self_device_time_total > 0]
+        rows.sort(key=lambda r: -r[2])
+        result[name] = {"kernels_per_step": round(sum(r[1] for r in rows), 1),
+                        "device_us_per_step": round(sum(r[2] for r in rows), 1),
+                        "top": [[k[:90], round(c, 1), round(t, 1)] for k, c, t in rows[:25]]}
+    runner.graphs = graphs
+    return result
+
+
+def by_max_context(runner, batch, sync) -> dict:
+    """Graph replay time of a one-row decode step captured at several max context lengths
+    (FlashAttention's split heuristics read it)."""
+    from vllm_ssd.server.cuda_graphs import CudaGraphRunner
+
+    graphs, out = runner.graphs, {}
+    for max_context in (512, 2048, runner.max_positions):
+        runner.graphs = CudaGraphRunner(runner.model, runner.kv_cache, {1: 1}, 64, max_context)
+        runner.graphs.capture(runner.backend)
+        out[max_context] = timed(lambda: runner.run(batch), sync)
+    runner.graphs = graphs
+    return out
 
 
 if __name__ == "__main__":

@@ -55,8 +55,9 @@ def markdown(rows: list[dict]) -> str:
     key = ("pair", "gpus", "batch_size")
     for row in sorted(rows, key=lambda r: (r["pair"], -r["gpus"], r["batch_size"], r["method"],
                                            r["file"])):
-        plain = next((p for p in rows if p["method"] == "plain"
-                      and all(p[k] == row[k] for k in key)), None)
+        plains = [p for p in rows if p["method"] == "plain" and all(p[k] == row[k] for k in key)]
+        # the same run's plain rows when it has them, else the first run's
+        plain = next((p for p in plains if p["file"] == row["file"]), plains[0] if plains else None)
         extra = ssd_columns(row, plain) if not row["method"].startswith("plain") else {}
         ratio = f"{row['tok_per_s'] / plain['tok_per_s']:.2f}x" if plain else "–"
         lines.append(f"| {row['pair']} | {row['gpus']} | {row['method']} | {row['file']} | {row['batch_size']} | "

@@ -63,6 +63,26 @@ def test_a_single_row_count_uses_the_relative_slope():
     assert gpu.predict(8) == pytest.approx(0.002 * (1 + 0.01 * 7))
 
 
+def test_a_narrow_spread_of_rows_is_not_read_as_a_steep_slope():
+    """Seen on the H200: JIT steps at 1 row (1.39 ms) and branch steps at 2-3 rows
+    (1.55 ms, more host work per step) fitted 0.19 ms per row, 15x the real cost, and the
+    planner cut the fan-out to 2.3 branches."""
+    gpu = LinearCost(0.01, 0.001, relative_slope=0.01)
+    for _ in range(30):
+        gpu.observe(1, 0.00139)
+        gpu.observe(2, 0.00155)
+        gpu.observe(3, 0.00156)
+    assert gpu.predict(8) - gpu.predict(1) < 0.1 * gpu.predict(1)
+
+
+def test_a_wide_spread_of_rows_measures_the_slope():
+    cpu = LinearCost(0.01, 0.001, relative_slope=0.03)
+    for _ in range(100):
+        for rows in (1, 8, 32):
+            cpu.observe(rows, 0.02 + 0.002 * rows)  # 10% of a one-row pass per row
+    assert cpu.predict(16) == pytest.approx(0.02 + 0.002 * 16, rel=0.1)
+
+
 def test_a_gpu_like_draft_keeps_the_full_fan_out_at_batch_size_one():
     """A flat cost in rows (a GPU) must not be read as 'each branch costs a forward':
     with only one-row passes observed the planner still fans out to the full budget."""

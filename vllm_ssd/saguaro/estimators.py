@@ -112,9 +112,13 @@ class PowerLawMissEstimate:
 
 class LinearCost:
     """Time of a forward pass as a + b * rows: exponentially weighted least squares
-    over (rows, seconds). While only one row count was seen the slope is not
-    identifiable; then one more row is assumed to add ``relative_slope`` of a one-row
-    pass (a GPU: ~1%; a CPU core: ~3%)."""
+    over (rows, seconds). With ``relative_slope`` the slope is shrunk towards a prior
+    line on which one more row adds ``relative_slope`` of a one-row pass (a GPU: ~1%;
+    a CPU core: ~3%), as much as PRIOR_SPREAD rows of spread would weigh: a narrow spread
+    of observed row counts (JIT steps at 1 row, branch steps at 2-3) cannot tell a slope
+    from noise, a wide one can."""
+
+    PRIOR_SPREAD = 4.0  # rows
 
     def __init__(self, prior_fixed: float, prior_per_row: float, decay: float = 0.98,
                  relative_slope: float | None = None):
@@ -133,12 +137,14 @@ class LinearCost:
         if weight < 1e-9:
             return self.prior_fixed + self.prior_per_row * rows
         mean_x, mean_y = sx / weight, sy / weight
-        variance = sxx / weight - mean_x ** 2
-        if variance > 1e-6:
-            slope = (sxy / weight - mean_x * mean_y) / variance
-        elif self.relative_slope is not None:  # y = one_row * (1 + rho * (x - 1))
+        variance = max(sxx / weight - mean_x ** 2, 0.0)
+        covariance = sxy / weight - mean_x * mean_y
+        if self.relative_slope is not None:  # prior: y = one_row * (1 + rho * (x - 1))
             one_row = mean_y / (1.0 + self.relative_slope * (mean_x - 1.0))
-            slope = self.relative_slope * one_row
+            shrink = self.PRIOR_SPREAD ** 2
+            slope = (covariance + shrink * self.relative_slope * one_row) / (variance + shrink)
+        elif variance > 1e-6:
+            slope = covariance / variance
         else:
             slope = self.prior_per_row
         slope = max(slope, 0.0)

@@ -4,7 +4,8 @@ import numpy as np
 
 from vllm_ssd import protocol as P
 from vllm_ssd.server.__main__ import _build_engine
-from vllm_ssd.server.engine import EXPLORE_EVERY, EXPLORE_STEPS, MAX_QUIET_STEPS
+from vllm_ssd.server.engine import (CLEAR_EXPLORE_EVERY, EXPLORE_EVERY, EXPLORE_STEPS,
+                                    MAX_QUIET_STEPS)
 from vllm_ssd.settings import SSDSettings
 
 
@@ -62,3 +63,23 @@ def test_speculation_on_explores_off_quietly(tiny):
     assert all(replies[i][0] == 0 for i in window)  # exploring the other way: no drafts
     assert all(replies[i][0] > 0 for i in range(2, EXPLORE_EVERY))
     assert replies[EXPLORE_EVERY + EXPLORE_STEPS + 1][0] > 0
+
+
+def measured(engine, with_drafts: float, without_drafts: float):
+    for _ in range(5):
+        engine.policy.speculative_rate.update(with_drafts)
+        engine.policy.plain_rate.update(without_drafts)
+    return engine
+
+
+def test_a_clear_margin_is_explored_less_often(tiny):
+    """Drafts measured at 2x the tokens/s of rounds without: no off-window after
+    EXPLORE_EVERY steps, the next one only at CLEAR_EXPLORE_EVERY."""
+    clear = measured(make_engine(tiny, pays=True), with_drafts=2.0, without_drafts=1.0)
+    replies = run_steps(clear, CLEAR_EXPLORE_EVERY + 2)
+    assert all(replies[i][0] > 0 for i in range(2, CLEAR_EXPLORE_EVERY))
+    assert replies[CLEAR_EXPLORE_EVERY][0] == 0
+    assert replies[CLEAR_EXPLORE_EVERY][1] == EXPLORE_STEPS - 1
+    close = measured(make_engine(tiny, pays=True), with_drafts=1.2, without_drafts=1.0)
+    replies = run_steps(close, EXPLORE_EVERY + 2)
+    assert replies[EXPLORE_EVERY][0] == 0

@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 REPLAN_EVERY = 16  # steps between build plans
 EXPLORE_EVERY = 64  # steps between exploration windows of the other choice (on / off)
 EXPLORE_STEPS = 8  # steps in one window: enough for the cache to fill and be measured
+CLEAR_MARGIN = 1.5  # one choice measured this many times faster than the other ...
+CLEAR_EXPLORE_EVERY = 4 * EXPLORE_EVERY  # ... is re-checked this much less often
 MAX_QUIET_STEPS = 16  # longest run of steps sent without a reply while speculation is off
 
 
@@ -101,7 +103,8 @@ class DraftEngine:
     def _speculation_pays(self, batch_size: int) -> bool:
         """Mode ssd with an automatic plan: speculate only where it pays (measured, or
         predicted before both ways were measured); for EXPLORE_STEPS of every EXPLORE_EVERY
-        steps do the other, so that both stay measured as the batch changes. Switched off,
+        steps (CLEAR_EXPLORE_EVERY once the measured margin is clear) do the other, so that
+        both stay measured as the batch changes. Switched off,
         the rest of the stretch off (the window, or up to the next window; at most
         MAX_QUIET_STEPS) is quiet: promised no drafts, so the proposer does not wait for
         replies, and rounds without drafts are measured at what they really cost."""
@@ -113,15 +116,18 @@ class DraftEngine:
             return False
         jit = self.policy.plan.depth * self.policy.step_cost.predict(batch_size)
         pays = self.policy.speculation_pays(batch_size, jit, self.settings.build_deadline)
-        phase = self.num_steps % EXPLORE_EVERY
+        margin = self.policy.measured_margin()
+        period = CLEAR_EXPLORE_EVERY if margin is not None and margin >= CLEAR_MARGIN \
+            else EXPLORE_EVERY
+        phase = self.num_steps % period
         if phase == EXPLORE_STEPS:
             logger.info("speculation %s: %s vs %s tokens/s per row measured with / without "
                         "drafts", "on" if pays else "off", self.policy.speculative_rate.value,
                         self.policy.plain_rate.value)
-        exploring = phase < EXPLORE_STEPS and self.num_steps >= EXPLORE_EVERY
+        exploring = phase < EXPLORE_STEPS and self.num_steps >= period
         pays = pays != exploring
         if not pays:
-            last_off = (EXPLORE_STEPS if exploring else EXPLORE_EVERY) - 1  # phase
+            last_off = (EXPLORE_STEPS if exploring else period) - 1  # phase
             self.quiet_until = self.num_steps + 1 + min(MAX_QUIET_STEPS, last_off - phase)
         self.stats.scalars["steps_without_speculation"] += 0.0 if pays else 1.0
         return pays

@@ -94,6 +94,14 @@ class SpeculationPolicy:
     def observe_round(self, tokens_per_row: float, seconds: float, had_drafts: bool) -> None:
         (self.speculative_rate if had_drafts else self.plain_rate).update(tokens_per_row / seconds)
 
+    def measured_margin(self) -> float | None:
+        """How many times faster the better of rounds with / without drafts was measured;
+        None until both were."""
+        speculative, plain = self.speculative_rate.value, self.plain_rate.value
+        if speculative is None or plain is None or min(speculative, plain) <= 0:
+            return None
+        return max(speculative, plain) / min(speculative, plain)
+
     def speculation_pays(self, batch_size: int, jit_seconds: float, deadline: float) -> bool:
         """Once both kinds of round were measured: whether rounds with drafts produced more
         tokens per second than rounds without. Before that, whether the server's round model

@@ -92,19 +92,36 @@ def test_a_gpu_like_draft_keeps_the_full_fan_out_at_batch_size_one():
     for _ in range(50):
         policy.step_cost.observe(1, 0.0013)
         policy.glue_cost.observe(1, 0.0015)
-    assert policy.replan(num_rows=1).budget == 8
+    assert policy.replan(num_rows=1, deadline=1.5).budget == 8
+
+
+def test_a_large_batch_plan_keeps_its_build_near_the_target_step():
+    """The H200 at bs 64 (s4-3): a target step of 10 ms, branch steps of 1 ms + 11 us per
+    row, n-gram backups. Every round has a miss somewhere, so Cor 16 charges 1 + T_b and
+    ignores the build; but the server's round waits for the build (up to the deadline),
+    so a budget of 8 (a 25 ms build) costs more than its extra hits bring."""
+    policy = make_policy()
+    policy.target_step_s.value = 0.010
+    for _ in range(50):
+        for rows in (64, 256, 512):
+            policy.step_cost.observe(rows, 0.001 + 0.000011 * rows)
+        policy.glue_cost.observe(320, 0.0016)
+    policy.acceptance[SOURCE_CACHE] = AcceptanceEstimate(0.8, prior_weight=1e6)
+    plan = policy.replan(num_rows=64, deadline=1.5)
+    assert plan.budget < 8
+    assert plan.predicted_t_p <= 1.5
 
 
 def test_replan_shrinks_work_to_fit_the_target_step():
     policy = make_policy()
     policy.step_cost = LinearCost(0.004, 0.0005)  # one branch step ~ half a target step
     policy.glue_cost = LinearCost(0.004, 0.0001)
-    plan = policy.replan(num_rows=1)
+    plan = policy.replan(num_rows=1, deadline=1.5)
     assert plan.depth < 4 or plan.budget < 8
     cheap = make_policy()
     cheap.step_cost = LinearCost(0.0001, 0.00001)
     cheap.glue_cost = LinearCost(0.0001, 0.00001)
-    assert cheap.replan(num_rows=1).depth == 4
+    assert cheap.replan(num_rows=1, deadline=1.5).depth == 4
 
 
 def test_speculation_is_switched_off_when_it_cannot_pay():

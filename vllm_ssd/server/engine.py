@@ -209,7 +209,7 @@ class DraftEngine:
         if len(slots) == 0:
             return
         if self.num_steps % REPLAN_EVERY == 1 and self.settings.build_plan == "auto":
-            self.policy.replan(len(slots))
+            self.policy.replan(len(slots), self.settings.build_deadline)
         fanout = self.policy.fanout(self.table.draft_source[slots], self.table.num_drafts[slots])
         deadline = time.perf_counter() + self.settings.build_deadline * \
             self.policy.target_step_s.value

@@ -10,8 +10,8 @@ import numpy as np
 from vllm_ssd.saguaro.estimators import (AcceptanceEstimate, Ewma, LinearCost, MeasuredRate,
                                          PowerLawMissEstimate)
 from vllm_ssd.saguaro.fanout import capped_geometric_pmf, fanout_table, geometric_fanout
-from vllm_ssd.saguaro.speed_model import (BackupOption, batch_throughput, choose_backup,
-                                          expected_tokens, server_round_throughput)
+from vllm_ssd.saguaro.speed_model import (BackupOption, choose_backup, expected_tokens,
+                                          server_round_throughput)
 
 # Which speculator produced a row's current drafts.
 SOURCE_NONE, SOURCE_CACHE, SOURCE_NEURAL, SOURCE_NGRAM = 0, 1, 2, 3
@@ -74,10 +74,10 @@ class SpeculationPolicy:
         """F_k per row [R, max_drafts + 1] from each row's draft source and draft count."""
         return self._fanout_tables[sources, np.minimum(num_drafts, self.max_drafts)]
 
-    def _backup_options(self, jit_seconds: float) -> list[BackupOption]:
+    def _backup_options(self, jit_seconds: float, depth: int | None = None) -> list[BackupOption]:
         t_v = max(self.target_step_s.value, 1e-6)
         a_neural = self.acceptance[SOURCE_NEURAL].value
-        neural_tokens = expected_tokens(a_neural, self.plan.depth)
+        neural_tokens = expected_tokens(a_neural, depth or self.plan.depth)
         return [BackupOption("neural", neural_tokens, jit_seconds / t_v),
                 BackupOption("ngram", self.ngram_tokens.value, 0.0)]
 
@@ -120,27 +120,37 @@ class SpeculationPolicy:
                    for o in self._backup_options(jit_seconds))
         return best * self.plain_step_s.value / self.target_step_s.value >= 1.0
 
-    def replan(self, num_rows: int) -> BuildPlan:
-        """Chooses (B, D) maximising Cor 16 throughput with the fitted cost model."""
+    def replan(self, num_rows: int, deadline: float) -> BuildPlan:
+        """Chooses (B, D) maximising the server's round throughput with the fitted costs."""
         t_v = self.target_step_s.value
         if t_v <= 0 or num_rows == 0:
             self._fanout_tables = self._make_fanout_tables()
             return self.plan
-        a = self.acceptance[SOURCE_CACHE].value
-        pmf = capped_geometric_pmf(a, self.max_drafts)
         best, best_score = self.plan, -1.0
         for budget in range(1, self.max_budget + 1):
-            fanout = geometric_fanout(budget, a, self.max_drafts, self.r)
-            p_hit = float((pmf * (1.0 - self.miss_law.miss_rate(fanout))).sum())
-            branch_rows = num_rows * budget
             for depth in range(1, self.max_drafts + 1):
-                build = self.glue_cost.predict(num_rows * (self.max_drafts + 1)) + \
-                    depth * self.step_cost.predict(branch_rows)
-                t_b = depth * self.step_cost.predict(num_rows) / t_v
-                score = batch_throughput(num_rows, p_hit, expected_tokens(a, depth),
-                                         expected_tokens(a, depth), build / t_v, t_b)
+                score, t_p = self._plan_score(num_rows, budget, depth, deadline, t_v)
                 if score > best_score:
-                    best, best_score = BuildPlan(budget, depth, build / t_v), score
+                    best, best_score = BuildPlan(budget, depth, t_p), score
         self.plan = best
         self._fanout_tables = self._make_fanout_tables()
         return best
+
+    def _plan_score(self, num_rows: int, budget: int, depth: int, deadline: float,
+                    t_v: float) -> tuple[float, float]:
+        """(tokens per target step, T_p) of one plan: every round waits for the build up
+        to ``deadline`` target steps, a build cut there has decoded fewer drafts, and a
+        round with a miss adds the best backup's latency and gets its tokens."""
+        a = self.acceptance[SOURCE_CACHE].value
+        fanout = geometric_fanout(budget, a, self.max_drafts, self.r)
+        pmf = capped_geometric_pmf(a, self.max_drafts)
+        p_hit = float((pmf * (1.0 - self.miss_law.miss_rate(fanout))).sum())
+        glue = self.glue_cost.predict(num_rows * (self.max_drafts + 1))
+        step = self.step_cost.predict(num_rows * budget)
+        t_p = float((glue + depth * step) / t_v)
+        depth_done = min(depth, max(1, int((deadline * t_v - glue) / max(step, 1e-9))))
+        jit = depth * self.step_cost.predict(num_rows)
+        score = max(server_round_throughput(
+            num_rows, p_hit, expected_tokens(a, depth_done), o.tokens_after_miss, t_p,
+            o.latency, deadline) for o in self._backup_options(jit, depth))
+        return score, t_p

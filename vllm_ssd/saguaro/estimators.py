@@ -132,6 +132,10 @@ class LinearCost:
         self.sums *= self.decay
         self.sums += (1.0, rows, seconds, rows * rows, rows * seconds)
 
+    @property
+    def observed(self) -> bool:
+        return bool(self.sums[0] > 1e-9)
+
     def predict(self, rows: int) -> float:
         weight, sx, sy, sxx, sxy = self.sums
         if weight < 1e-9:

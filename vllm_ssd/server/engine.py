@@ -114,7 +114,7 @@ class DraftEngine:
         if self.num_steps < self.quiet_until:
             self.stats.scalars["steps_without_speculation"] += 1.0
             return False
-        jit = self.policy.plan.depth * self.policy.step_cost.predict(batch_size)
+        jit = self.policy.jit_seconds(batch_size, self.policy.plan.depth)
         pays = self.policy.speculation_pays(batch_size, jit, self.settings.build_deadline)
         margin = self.policy.measured_margin()
         period = CLEAR_EXPLORE_EVERY if margin is not None and margin >= CLEAR_MARGIN \
@@ -184,7 +184,7 @@ class DraftEngine:
     def _backup(self, slots, rows, caps, drafts, lens, source) -> None:
         depth = self.max_drafts if self.settings.mode == "sd" else self.policy.plan.depth
         row_caps = np.minimum(caps[rows], depth)
-        jit_estimate = depth * self.policy.step_cost.predict(len(rows))
+        jit_estimate = self.policy.jit_seconds(len(rows), depth)
         choice = "neural" if self.settings.mode == "sd" else \
             self.policy.choose_backup(len(slots), jit_estimate)
         start = time.perf_counter()
@@ -198,7 +198,7 @@ class DraftEngine:
                                                  self.settings.fanout_budget)
             source[rows] = SOURCE_NEURAL
             if row_caps.max(initial=0) > 0:
-                self.policy.step_cost.observe(len(rows), (time.perf_counter() - start) / depth)
+                self.policy.jit_cost.observe(len(rows), (time.perf_counter() - start) / depth)
         drafts[rows] = found
         lens[rows] = found_lens
         self.stats.observe_backup(choice, len(rows), time.perf_counter() - start)

@@ -42,8 +42,11 @@ class SpeculationPolicy:
         self.plain_step_s = Ewma(0.0, weight=0.2)  # a target step without drafts
         # measured tokens per row per second of whole rounds (target step + proposer wait)
         self.speculative_rate, self.plain_rate = MeasuredRate(), MeasuredRate()
+        # seconds per draft forward: branch steps and glue passes of cache builds, and one
+        # step of a just-in-time draft (its catch-up, decode and fetch, per drafted token)
         self.step_cost = LinearCost(0.01, 0.001, relative_slope=relative_row_cost)
         self.glue_cost = LinearCost(0.01, 0.001, relative_slope=relative_row_cost)
+        self.jit_cost = LinearCost(0.01, 0.001, relative_slope=relative_row_cost)
         self.ngram_tokens = Ewma(1.2)
         self.plan = BuildPlan(max_budget, max_drafts, 0.0)
         self._fanout_tables = self._make_fanout_tables()
@@ -73,6 +76,12 @@ class SpeculationPolicy:
     def fanout(self, sources: np.ndarray, num_drafts: np.ndarray) -> np.ndarray:
         """F_k per row [R, max_drafts + 1] from each row's draft source and draft count."""
         return self._fanout_tables[sources, np.minimum(num_drafts, self.max_drafts)]
+
+    def jit_seconds(self, num_rows: int, depth: int) -> float:
+        """Predicted latency of a just-in-time draft of ``depth`` tokens for num_rows rows
+        (from branch steps until one was measured)."""
+        cost = self.jit_cost if self.jit_cost.observed else self.step_cost
+        return depth * cost.predict(num_rows)
 
     def _backup_options(self, jit_seconds: float, depth: int | None = None) -> list[BackupOption]:
         t_v = max(self.target_step_s.value, 1e-6)
@@ -149,7 +158,7 @@ class SpeculationPolicy:
         step = self.step_cost.predict(num_rows * budget)
         t_p = float((glue + depth * step) / t_v)
         depth_done = min(depth, max(1, int((deadline * t_v - glue) / max(step, 1e-9))))
-        jit = depth * self.step_cost.predict(num_rows)
+        jit = self.jit_seconds(num_rows, depth)
         score = max(server_round_throughput(
             num_rows, p_hit, expected_tokens(a, depth_done), o.tokens_after_miss, t_p,
             o.latency, deadline) for o in self._backup_options(jit, depth))

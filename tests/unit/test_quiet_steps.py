@@ -73,13 +73,18 @@ def measured(engine, with_drafts: float, without_drafts: float):
 
 
 def test_a_clear_margin_is_explored_less_often(tiny):
-    """Drafts measured at 2x the tokens/s of rounds without: no off-window after
-    EXPLORE_EVERY steps, the next one only at CLEAR_EXPLORE_EVERY."""
+    """Drafts measured at 2x the tokens/s of rounds without (at this batch size, noted at
+    step EXPLORE_STEPS): no off-window at EXPLORE_EVERY, the next one only at
+    CLEAR_EXPLORE_EVERY — while the batch size stays within 2x of the measured one."""
     clear = measured(make_engine(tiny, pays=True), with_drafts=2.0, without_drafts=1.0)
     replies = run_steps(clear, CLEAR_EXPLORE_EVERY + 2)
     assert all(replies[i][0] > 0 for i in range(2, CLEAR_EXPLORE_EVERY))
     assert replies[CLEAR_EXPLORE_EVERY][0] == 0
     assert replies[CLEAR_EXPLORE_EVERY][1] == EXPLORE_STEPS - 1
+    assert clear.measured_batch_size == 1
+    assert clear._exploration_period(2) == CLEAR_EXPLORE_EVERY
+    assert clear._exploration_period(4) == EXPLORE_EVERY  # another batch: measure again
     close = measured(make_engine(tiny, pays=True), with_drafts=1.2, without_drafts=1.0)
-    replies = run_steps(close, EXPLORE_EVERY + 2)
-    assert replies[EXPLORE_EVERY][0] == 0
+    run_steps(close, EXPLORE_EVERY + EXPLORE_STEPS + 2)
+    assert close.measured_batch_size == 1
+    assert close._exploration_period(1) == EXPLORE_EVERY  # a margin of 1.2 is no clear one

@@ -58,6 +58,7 @@ class DraftEngine:
         self.quiet_until = 0  # steps before this one were promised no drafts
         self.last_all_hit = False
         self.last_had_drafts = False
+        self.measured_batch_size = 0  # batch size at the end of the last exploration window
 
     def step(self, request: P.StepRequest) -> P.StepReply:
         start = time.perf_counter()
@@ -116,11 +117,10 @@ class DraftEngine:
             return False
         jit = self.policy.jit_seconds(batch_size, self.policy.plan.depth)
         pays = self.policy.speculation_pays(batch_size, jit, self.settings.build_deadline)
-        margin = self.policy.measured_margin()
-        period = CLEAR_EXPLORE_EVERY if margin is not None and margin >= CLEAR_MARGIN \
-            else EXPLORE_EVERY
+        period = self._exploration_period(batch_size)
         phase = self.num_steps % period
         if phase == EXPLORE_STEPS:
+            self.measured_batch_size = batch_size
             logger.info("speculation %s: %s vs %s tokens/s per row measured with / without "
                         "drafts", "on" if pays else "off", self.policy.speculative_rate.value,
                         self.policy.plain_rate.value)
@@ -131,6 +131,16 @@ class DraftEngine:
             self.quiet_until = self.num_steps + 1 + min(MAX_QUIET_STEPS, last_off - phase)
         self.stats.scalars["steps_without_speculation"] += 0.0 if pays else 1.0
         return pays
+
+    def _exploration_period(self, batch_size: int) -> int:
+        """CLEAR_EXPLORE_EVERY while the measured margin is clear and the batch is within 2x
+        of the one it was measured at (tokens/s per row depend on the batch); else
+        EXPLORE_EVERY."""
+        margin = self.policy.measured_margin()
+        measured = self.measured_batch_size
+        same_batch = measured > 0 and max(batch_size, measured) <= 2 * min(batch_size, measured)
+        clear = margin is not None and margin >= CLEAR_MARGIN and same_batch
+        return CLEAR_EXPLORE_EVERY if clear else EXPLORE_EVERY
 
     def _lifecycle(self, request: P.StepRequest) -> None:
         finished = np.array(request.finished_slots, dtype=np.int64)

@@ -101,10 +101,15 @@ class PowerLawMissEstimate:
         fit = self._fit()
         return self.prior_r if fit is None else fit[0]
 
-    def miss_rate(self, fanout: np.ndarray) -> np.ndarray:
-        """Predicted miss probability at each fan-out (1 where F = 0)."""
+    def law(self) -> tuple[float, float]:
+        """(r, c) of the fitted law, or of the prior before there is a fit."""
         fit = self._fit()
-        r, c = (self.prior_r, self.prior_c) if fit is None else fit
+        return (self.prior_r, self.prior_c) if fit is None else fit
+
+    def miss_rate(self, fanout: np.ndarray, law: tuple[float, float] | None = None) -> np.ndarray:
+        """Predicted miss probability at each fan-out (1 where F = 0); ``law`` saves
+        refitting when many fan-outs are scored at once."""
+        r, c = law or self.law()
         fanout = np.asarray(fanout, dtype=np.float64)
         predicted = np.clip(c * np.maximum(fanout, 1.0) ** (-r), 0.0, 1.0)
         return np.where(fanout >= 1, predicted, 1.0)

@@ -42,8 +42,8 @@ class SpeculationPolicy:
         self.plain_step_s = Ewma(0.0, weight=0.2)  # a target step without drafts
         # measured tokens per row per second of whole rounds (target step + proposer wait)
         self.speculative_rate, self.plain_rate = MeasuredRate(), MeasuredRate()
-        # seconds per draft forward: branch steps and glue passes of cache builds, and one
-        # step of a just-in-time draft (its catch-up, decode and fetch, per drafted token)
+        # seconds per draft forward: a branch step and a glue pass of a cache build; per
+        # drafted token of a just-in-time draft (its catch-up, decode and fetch included)
         self.step_cost = LinearCost(0.01, 0.001, relative_slope=relative_row_cost)
         self.glue_cost = LinearCost(0.01, 0.001, relative_slope=relative_row_cost)
         self.jit_cost = LinearCost(0.01, 0.001, relative_slope=relative_row_cost)
@@ -52,7 +52,8 @@ class SpeculationPolicy:
         self._fanout_tables = self._make_fanout_tables()
 
     def _make_fanout_tables(self) -> np.ndarray:
-        return np.stack([fanout_table(self.plan.budget, est.value, self.max_drafts, self.r)
+        r = self.r
+        return np.stack([fanout_table(self.plan.budget, est.value, self.max_drafts, r)
                          for est in self.acceptance])  # [sources, n + 1, n + 1]
 
     @property
@@ -135,25 +136,26 @@ class SpeculationPolicy:
         if t_v <= 0 or num_rows == 0:
             self._fanout_tables = self._make_fanout_tables()
             return self.plan
+        a, r, law = self.acceptance[SOURCE_CACHE].value, self.r, self.miss_law.law()
+        pmf = capped_geometric_pmf(a, self.max_drafts)
         best, best_score = self.plan, -1.0
         for budget in range(1, self.max_budget + 1):
+            fanout = geometric_fanout(budget, a, self.max_drafts, r)
+            p_hit = float((pmf * (1.0 - self.miss_law.miss_rate(fanout, law))).sum())
             for depth in range(1, self.max_drafts + 1):
-                score, t_p = self._plan_score(num_rows, budget, depth, deadline, t_v)
+                score, t_p = self._plan_score(num_rows, budget, depth, p_hit, deadline, t_v)
                 if score > best_score:
                     best, best_score = BuildPlan(budget, depth, t_p), score
         self.plan = best
         self._fanout_tables = self._make_fanout_tables()
         return best
 
-    def _plan_score(self, num_rows: int, budget: int, depth: int, deadline: float,
-                    t_v: float) -> tuple[float, float]:
+    def _plan_score(self, num_rows: int, budget: int, depth: int, p_hit: float,
+                    deadline: float, t_v: float) -> tuple[float, float]:
         """(tokens per target step, T_p) of one plan: every round waits for the build up
         to ``deadline`` target steps, a build cut there has decoded fewer drafts, and a
         round with a miss adds the best backup's latency and gets its tokens."""
         a = self.acceptance[SOURCE_CACHE].value
-        fanout = geometric_fanout(budget, a, self.max_drafts, self.r)
-        pmf = capped_geometric_pmf(a, self.max_drafts)
-        p_hit = float((pmf * (1.0 - self.miss_law.miss_rate(fanout))).sum())
         glue = self.glue_cost.predict(num_rows * (self.max_drafts + 1))
         step = self.step_cost.predict(num_rows * budget)
         t_p = float((glue + depth * step) / t_v)

@@ -119,9 +119,12 @@ class DraftClient:
         self.reply_info = reply
         self.awaiting_hello = False
 
-    def step(self, request: P.StepRequest) -> P.StepReply:
+    def _require_server(self) -> None:
         if self.server is None or self.awaiting_hello:
             raise DraftServerUnavailable("draft server is not running")
+
+    def step(self, request: P.StepRequest) -> P.StepReply:
+        self._require_server()
         request.seq = next(self.sequence)
         self.socket.send(P.encode(request))
         while True:
@@ -133,8 +136,7 @@ class DraftClient:
 
     def notify(self, request: P.StepRequest) -> None:
         """Sends a step that gets no reply (a quiet step); raises if the server is gone."""
-        if self.server is None or self.awaiting_hello:
-            raise DraftServerUnavailable("draft server is not running")
+        self._require_server()
         if self.server.process.poll() is not None:
             raise DraftServerUnavailable(
                 f"draft server exited with code {self.server.process.returncode}")
@@ -143,8 +145,7 @@ class DraftClient:
         self.socket.send(P.encode(request))
 
     def stats(self, timeout_s: float = 5.0) -> dict[str, float]:
-        if self.server is None or self.awaiting_hello:
-            raise DraftServerUnavailable("draft server is not running")
+        self._require_server()
         self.socket.send(P.encode(P.StatsRequest()))
         while True:
             reply = self._receive(timeout_s, allow_pending=False)

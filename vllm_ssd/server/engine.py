@@ -105,9 +105,8 @@ class DraftEngine:
         """Mode ssd with an automatic plan: speculate only where it pays (measured, or
         predicted before both ways were measured); for EXPLORE_STEPS of every EXPLORE_EVERY
         steps (CLEAR_EXPLORE_EVERY once the measured margin is clear) do the other, so that
-        both stay measured as the batch changes. Switched off,
-        the rest of the stretch off (the window, or up to the next window; at most
-        MAX_QUIET_STEPS) is quiet: promised no drafts, so the proposer does not wait for
+        both stay measured as the batch changes. Switched off, the rest of the stretch off
+        (the window, or up to the next window; at most MAX_QUIET_STEPS) is quiet: promised no drafts, so the proposer does not wait for
         replies, and rounds without drafts are measured at what they really cost."""
         if self.settings.mode == "sd" or self.settings.build_plan == "full" or \
                 self.settings.backup != "auto":

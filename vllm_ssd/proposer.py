@@ -104,6 +104,8 @@ class SSDProposer:
 
     def _make_step(self, req_ids, sampled, num_tokens, token_ids_cpu, target_step_s):
         sync = self.tracker.sync(req_ids)
+        if len(sync.new_rows):  # a step with prefills, or the first after an idle gap:
+            target_step_s = 0.0  # not a decoding step's time
         new_requests = [self._register(req_ids[row], int(sync.slots[row])) for row in sync.new_rows]
         lens = np.fromiter(map(len, sampled), dtype=np.int64, count=len(sampled))
         rows = np.nonzero(lens > 0)[0]

@@ -1,9 +1,13 @@
-"""Geometric fan-out (Thm 12): closed forms, sums, monotonicity, rounding."""
+"""Geometric fan-out (Thm 12): closed forms, sums, monotonicity, rounding; the exact
+integer fan-out under a fitted miss law."""
+import itertools
+
 import numpy as np
 import pytest
 
 from vllm_ssd.saguaro.fanout import (capped_geometric_pmf, fanout_table, geometric_fanout,
-                                     geometric_fanout_weights, round_to_budget)
+                                     geometric_fanout_weights, power_law_miss, round_to_budget,
+                                     saguaro_fanout)
 
 
 def test_pmf_is_a_distribution():
@@ -62,3 +66,40 @@ def test_table_rows_cover_fewer_drafts():
     table = fanout_table(8, 0.8, 4, 1.0)
     for n in range(5):
         assert table[n, :n + 1].sum() == 8 and table[n, n + 1:].sum() == 0
+
+
+def hit_probability(pmf, miss, fanout):
+    return float((pmf * (1.0 - miss[fanout])).sum())
+
+
+@pytest.mark.parametrize("a,r,c", [(0.92, 0.1, 0.15), (0.7, 0.6, 0.4), (0.5, 1.0, 1.0),
+                                   (0.95, 2.0, 0.9)])
+@pytest.mark.parametrize("budget", [1, 2, 3, 5, 7])
+def test_saguaro_fanout_is_the_integer_optimum(a, r, c, budget):
+    pmf, miss = capped_geometric_pmf(a, 4), power_law_miss(budget, r, c)
+    fanout = saguaro_fanout(budget, pmf, miss)
+    best = max(hit_probability(pmf, miss, np.array(f))
+               for f in itertools.product(range(budget + 1), repeat=5) if sum(f) <= budget)
+    assert fanout.sum() <= budget and (fanout >= 0).all()
+    assert hit_probability(pmf, miss, fanout) == pytest.approx(best)
+    geometric = geometric_fanout(budget, a, 4, r)
+    assert hit_probability(pmf, miss, fanout) >= hit_probability(pmf, miss, geometric) - 1e-12
+
+
+def test_a_good_first_guess_covers_every_outcome_before_widening_one():
+    # the draft's top guess hits 85% of the time whatever F: one branch per k first
+    pmf, miss = capped_geometric_pmf(0.92, 4), power_law_miss(8, 0.1, 0.15)
+    assert saguaro_fanout(5, pmf, miss).tolist() == [1, 1, 1, 1, 1]
+    assert geometric_fanout(5, 0.92, 4, 0.1).tolist() == [1, 1, 0, 0, 3]  # k = 2, 3 never hit
+
+
+def test_power_law_miss_curve():
+    miss = power_law_miss(4, 1.0, 0.5)
+    assert miss.tolist() == pytest.approx([1.0, 0.5, 0.25, 0.5 / 3, 0.125])
+    assert power_law_miss(2, 0.1, 3.0).tolist() == [1.0, 1.0, 1.0]  # capped at a certain miss
+
+
+def test_table_with_a_law_uses_the_integer_optimum():
+    table = fanout_table(5, 0.92, 4, 0.1, c=0.15)
+    assert table[4].tolist() == [1, 1, 1, 1, 1]
+    assert table[0].tolist() == [5, 0, 0, 0, 0]

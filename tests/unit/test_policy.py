@@ -3,7 +3,9 @@ import numpy as np
 import pytest
 
 from vllm_ssd.saguaro.estimators import AcceptanceEstimate, LinearCost, PowerLawMissEstimate
-from vllm_ssd.server.policy import SOURCE_CACHE, SOURCE_NGRAM, SOURCE_NONE, SpeculationPolicy
+from vllm_ssd.saguaro.estimators import Ewma
+from vllm_ssd.server.policy import (MIN_STEP_SAMPLES, SOURCE_CACHE, SOURCE_NGRAM, SOURCE_NONE,
+                                    SpeculationPolicy)
 
 
 def test_acceptance_estimate_is_the_geometric_mle():
@@ -19,7 +21,8 @@ def test_power_law_recovers_r():
         miss = 0.5 * fanout ** -2.0
         hits = np.arange(1000) >= 1000 * miss
         est.observe(np.full(1000, fanout), hits)
-    assert est.r == pytest.approx(2.0, rel=0.05)
+    r, c = est.law()
+    assert r == pytest.approx(2.0, rel=0.05) and c == pytest.approx(0.5, rel=0.1)
 
 
 def test_linear_cost_converges():
@@ -33,8 +36,9 @@ def test_linear_cost_converges():
 def make_policy(backup="auto"):
     policy = SpeculationPolicy(max_drafts=4, max_budget=8, prior_r=1.0, fixed_r=False,
                                backup=backup)
-    policy.target_step_s.value = 0.01
-    policy.plain_step_s.value = 0.01
+    for _ in range(MIN_STEP_SAMPLES):  # enough steps of both kinds to predict from
+        policy.observe_target_step(0.01, verified_drafts=True)
+        policy.observe_target_step(0.01, verified_drafts=False)
     policy.p_hit.value = 0.9
     return policy
 
@@ -128,6 +132,27 @@ def test_just_in_time_drafts_are_timed_apart_from_branch_steps():
     assert policy.replan(num_rows=1, deadline=1.5).budget == 8
 
 
+def test_a_flat_miss_law_covers_every_outcome_at_batch_size_one():
+    """s4-5 on two H200s, bs 1: hits did not depend on the fan-out (85% at any F >= 1),
+    so the fitted r is tiny; Thm 12's closed form then piled the budget on k = K and
+    left k = 2, 3 without a branch (52% hits). The integer optimum covers every k."""
+    policy = make_policy()
+    policy.target_step_s.value = 0.0074
+    policy.acceptance[SOURCE_CACHE] = AcceptanceEstimate(0.92, prior_weight=1e6)
+    for fanout in (1, 2, 3, 4):
+        policy.observe_lookups(np.full(200, fanout), np.arange(200) < 170)
+    for _ in range(30):
+        policy.step_cost.observe(3, 0.00150)
+        policy.step_cost.observe(8, 0.00165)
+        policy.glue_cost.observe(5, 0.0024)
+        policy.jit_cost.observe(1, 0.00136)
+    r, c = policy.law()
+    assert r < 0.2 and c == pytest.approx(0.15, abs=0.02)
+    plan = policy.replan(num_rows=1, deadline=1.5)
+    fanout = policy.fanout(np.array([SOURCE_CACHE]), np.array([4]))[0]
+    assert plan.budget >= 5 and (fanout >= 1).all()
+
+
 def test_replan_shrinks_work_to_fit_the_target_step():
     policy = make_policy()
     policy.step_cost = LinearCost(0.004, 0.0005)  # one branch step ~ half a target step
@@ -149,6 +174,30 @@ def test_speculation_is_switched_off_when_it_cannot_pay():
     slow.p_hit.value = 0.1
     slow.ngram_tokens.value = 1.0
     assert not slow.speculation_pays(64, jit_seconds=0.05, deadline=1.5)
+
+
+def test_speculation_stays_on_until_steps_of_both_kinds_were_timed():
+    """s5 diagnosis (one H200, bs 1): the first steps' times (a prefill, warm-up) pulled
+    the prediction to "off" and the server decoded 64 steps without drafts."""
+    policy = SpeculationPolicy(max_drafts=4, max_budget=8, prior_r=1.0, fixed_r=False,
+                               backup="auto")
+    policy.plan = type(policy.plan)(budget=8, depth=4, predicted_t_p=4.0)  # model: no gain
+    policy.p_hit.value = 0.1
+    policy.observe_target_step(0.092, verified_drafts=True)
+    policy.observe_target_step(0.004, verified_drafts=False)
+    assert policy.speculation_pays(1, jit_seconds=0.05, deadline=1.5)
+    for _ in range(MIN_STEP_SAMPLES):
+        policy.observe_target_step(0.092, verified_drafts=True)
+        policy.observe_target_step(0.004, verified_drafts=False)
+    assert not policy.speculation_pays(1, jit_seconds=0.05, deadline=1.5)
+
+
+def test_an_ewma_without_prior_starts_at_its_first_sample():
+    mean = Ewma(None, weight=0.2)
+    assert mean.value == 0.0 and mean.samples == 0
+    assert mean.update(0.007) == pytest.approx(0.007)  # not 0.2 * 0.007
+    assert mean.update(0.009) == pytest.approx(0.8 * 0.007 + 0.2 * 0.009)
+    assert mean.samples == 2 and Ewma(0.5).update(1.0) == pytest.approx(0.525)
 
 
 def test_costly_verification_against_cheap_plain_steps():

@@ -16,6 +16,7 @@ class FakeClient:
     def __init__(self, quiet: int):
         self.quiet = quiet
         self.calls: list[str] = []
+        self.target_steps: list[float] = []
         self.server = object()
 
     def ready(self) -> bool:
@@ -23,6 +24,7 @@ class FakeClient:
 
     def step(self, request: P.StepRequest) -> P.StepReply:
         self.calls.append("step")
+        self.target_steps.append(request.target_step_s)
         rows = len(P.unpack(request.slots))
         return P.StepReply(seq=request.seq, num_drafts=P.pack(np.ones(rows)),
                            draft_tokens=P.pack(np.full(rows, 9)),
@@ -54,3 +56,15 @@ def test_promised_quiet_steps_are_sent_without_waiting():
     drafts = [proposer.propose([[7]], np.array([4 + i]), tokens) for i in range(4)]
     assert client.calls == ["step", "notify", "notify", "step"]
     assert drafts == [[[9]], [[]], [[]], [[9]]]
+
+
+def test_a_step_with_new_requests_reports_no_target_step_time():
+    """The first step of a request includes its prefill (or an idle gap before it): its
+    time must not feed the server's T_v."""
+    client = FakeClient(quiet=0)
+    proposer = make_proposer(client)
+    tokens = np.zeros((1, 64), dtype=np.int32)
+    proposer.last_return = 1.0  # a step returned long ago (time.perf_counter() is later)
+    proposer.propose([[7]], np.array([4]), tokens)  # request "a" is new
+    proposer.propose([[7]], np.array([5]), tokens)
+    assert client.target_steps[0] == 0.0 and client.target_steps[1] > 0.0

@@ -11,13 +11,22 @@ import numpy as np
 
 
 class Ewma:
-    def __init__(self, prior: float, weight: float = 0.05):
-        self.value = prior
+    """Exponentially weighted mean; without a prior (None) it starts at its first sample
+    (value 0.0 until then) instead of being pulled towards zero for its first samples."""
+
+    def __init__(self, prior: float | None, weight: float = 0.05):
+        self.value = 0.0 if prior is None else prior
         self.weight = weight
+        self.samples = 0 if prior is None else None  # counted only without a prior
 
     def update(self, sample: float, count: float = 1.0) -> float:
-        keep = (1.0 - self.weight) ** count
-        self.value = keep * self.value + (1.0 - keep) * sample
+        if self.samples == 0:
+            self.value = sample
+        else:
+            keep = (1.0 - self.weight) ** count
+            self.value = keep * self.value + (1.0 - keep) * sample
+        if self.samples is not None:
+            self.samples += 1
         return self.value
 
 
@@ -96,23 +105,10 @@ class PowerLawMissEstimate:
             return None
         return min(max(-float(slope), 0.1), 10.0), float(np.exp(intercept))
 
-    @property
-    def r(self) -> float:
-        fit = self._fit()
-        return self.prior_r if fit is None else fit[0]
-
     def law(self) -> tuple[float, float]:
         """(r, c) of the fitted law, or of the prior before there is a fit."""
         fit = self._fit()
         return (self.prior_r, self.prior_c) if fit is None else fit
-
-    def miss_rate(self, fanout: np.ndarray, law: tuple[float, float] | None = None) -> np.ndarray:
-        """Predicted miss probability at each fan-out (1 where F = 0); ``law`` saves
-        refitting when many fan-outs are scored at once."""
-        r, c = law or self.law()
-        fanout = np.asarray(fanout, dtype=np.float64)
-        predicted = np.clip(c * np.maximum(fanout, 1.0) ** (-r), 0.0, 1.0)
-        return np.where(fanout >= 1, predicted, 1.0)
 
 
 class LinearCost:

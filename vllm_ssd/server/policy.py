@@ -9,13 +9,16 @@ import numpy as np
 
 from vllm_ssd.saguaro.estimators import (AcceptanceEstimate, Ewma, LinearCost, MeasuredRate,
                                          PowerLawMissEstimate)
-from vllm_ssd.saguaro.fanout import capped_geometric_pmf, fanout_table, geometric_fanout
+from vllm_ssd.saguaro.fanout import (capped_geometric_pmf, fanout_table, power_law_miss,
+                                     saguaro_fanout)
 from vllm_ssd.saguaro.speed_model import (BackupOption, choose_backup, expected_tokens,
                                           server_round_throughput)
 
 # Which speculator produced a row's current drafts.
 SOURCE_NONE, SOURCE_CACHE, SOURCE_NEURAL, SOURCE_NGRAM = 0, 1, 2, 3
 SOURCE_NAMES = ("none", "cache", "neural", "ngram")
+MIN_STEP_SAMPLES = 4  # target steps of each kind before the round model may say "off"
+MAX_MISS_AT_ONE = 0.9  # the planned miss probability of a single branch, at most
 
 
 @dataclass(frozen=True)
@@ -38,8 +41,8 @@ class SpeculationPolicy:
         self.acceptance = [AcceptanceEstimate(p) for p in (0.0, 0.7, 0.7, 0.2)]
         self.miss_law = PowerLawMissEstimate(prior_r, max_budget)
         self.p_hit = Ewma(0.5)
-        self.target_step_s = Ewma(0.0, weight=0.2)  # a target step verifying drafts
-        self.plain_step_s = Ewma(0.0, weight=0.2)  # a target step without drafts
+        self.target_step_s = Ewma(None, weight=0.2)  # a target step verifying drafts
+        self.plain_step_s = Ewma(None, weight=0.2)  # a target step without drafts
         # measured tokens per row per second of whole rounds (target step + proposer wait)
         self.speculative_rate, self.plain_rate = MeasuredRate(), MeasuredRate()
         # seconds per draft forward: a branch step and a glue pass of a cache build; per
@@ -52,13 +55,16 @@ class SpeculationPolicy:
         self._fanout_tables = self._make_fanout_tables()
 
     def _make_fanout_tables(self) -> np.ndarray:
-        r = self.r
-        return np.stack([fanout_table(self.plan.budget, est.value, self.max_drafts, r)
+        r, c = self.law()
+        return np.stack([fanout_table(self.plan.budget, est.value, self.max_drafts, r, c)
                          for est in self.acceptance])  # [sources, n + 1, n + 1]
 
-    @property
-    def r(self) -> float:
-        return self.miss_law.prior_r if self.fixed_r else self.miss_law.r
+    def law(self) -> tuple[float, float]:
+        """(r, c) of the miss law c F^(-r) the fan-out is planned with (r fixed by the
+        settings, or fitted); c is kept below MAX_MISS_AT_ONE: the draft's top guess at a
+        position hits at least sometimes, so one branch is never worthless."""
+        r, c = self.miss_law.law()
+        return (self.miss_law.prior_r if self.fixed_r else r), min(c, MAX_MISS_AT_ONE)
 
     def observe_outcomes(self, sources: np.ndarray, num_accepted: np.ndarray,
                          num_proposed: np.ndarray, is_outcome: np.ndarray) -> None:
@@ -121,8 +127,8 @@ class SpeculationPolicy:
         speculative, plain = self.speculative_rate.value, self.plain_rate.value
         if speculative is not None and plain is not None:
             return speculative >= plain
-        if self.target_step_s.value <= 0 or self.plain_step_s.value <= 0:
-            return True
+        if min(self.target_step_s.samples, self.plain_step_s.samples) < MIN_STEP_SAMPLES:
+            return True  # too few steps of either kind to predict from: speculate, measure
         e_hit = expected_tokens(self.acceptance[SOURCE_CACHE].value, self.plan.depth)
         best = max(server_round_throughput(batch_size, self.p_hit.value, e_hit,
                                            o.tokens_after_miss, self.plan.predicted_t_p,
@@ -136,12 +142,13 @@ class SpeculationPolicy:
         if t_v <= 0 or num_rows == 0:
             self._fanout_tables = self._make_fanout_tables()
             return self.plan
-        a, r, law = self.acceptance[SOURCE_CACHE].value, self.r, self.miss_law.law()
+        a = self.acceptance[SOURCE_CACHE].value
         pmf = capped_geometric_pmf(a, self.max_drafts)
+        miss = power_law_miss(self.max_budget, *self.law())
         best, best_score = self.plan, -1.0
         for budget in range(1, self.max_budget + 1):
-            fanout = geometric_fanout(budget, a, self.max_drafts, r)
-            p_hit = float((pmf * (1.0 - self.miss_law.miss_rate(fanout, law))).sum())
+            fanout = saguaro_fanout(budget, pmf, miss)
+            p_hit = float((pmf * (1.0 - miss[fanout])).sum())
             for depth in range(1, self.max_drafts + 1):
                 score, t_p = self._plan_score(num_rows, budget, depth, p_hit, deadline, t_v)
                 if score > best_score:

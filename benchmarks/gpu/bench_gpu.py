@@ -81,7 +81,7 @@ def snapshot(llm) -> dict:
             out[metric.name] = metric.value
     try:
         from vllm_ssd import get_ssd_metrics
-        out.update({f"ssd.{k}": v for k, v in get_ssd_metrics(llm).items() if "." not in k})
+        out.update({f"ssd.{k}": v for k, v in get_ssd_metrics(llm).items()})
     except ValueError:
         pass
     return out
@@ -120,6 +120,8 @@ def main() -> None:
                         gpu=torch.cuda.get_device_name(0))
             proc = subprocess.run([sys.executable, __file__, "--out", args.out, "--case",
                                    json.dumps(case)], capture_output=True, text=True)
+            log = Path(f"{args.out}.{pair}-{method}.log")  # vLLM's and the draft server's log
+            log.write_text(proc.stderr)
             lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
             failed = [dict(case=case, error=proc.stderr[-3000:])]
             record = json.loads(lines[-1][7:]) if lines else failed

@@ -33,6 +33,8 @@ def ssd_columns(row: dict, plain: dict | None) -> dict:
         out["hit rate"] = f"{d['ssd.hits'] / d['ssd.lookups']:.0%}"
     if d.get("ssd.build_rounds"):
         out["build ms"] = f"{1000 * d['ssd.build_seconds'] / d['ssd.build_rounds']:.1f}"
+    if d.get("ssd.target_steps"):  # vLLM's step as the proposer saw it (verification included)
+        out["SSD step ms"] = f"{1000 * d['ssd.target_step_seconds'] / d['ssd.target_steps']:.2f}"
     if d.get("ssd.round_trips"):
         out["round trip ms"] = f"{1000 * d['ssd.round_trip_seconds'] / d['ssd.round_trips']:.2f}"
     if d.get("ssd.round_trips_all_hit"):
@@ -64,7 +66,7 @@ def gpus_used(row: dict) -> int:
 
 
 def markdown(rows: list[dict]) -> str:
-    columns = ["acc. len", "hit rate", "T_v ms", "build ms", "T_p/T_v", "round trip ms",
+    columns = ["acc. len", "hit rate", "T_v ms", "SSD step ms", "build ms", "T_p/T_v", "round trip ms",
                "hit round trip ms", "speed model tok/s"]
     lines = ["| pair | GPUs | method | run | bs | tok/s | tok/s per GPU | vs plain | "
              + " | ".join(columns) + " |", "|" + "---|" * (8 + len(columns))]

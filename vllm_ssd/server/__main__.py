@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settings-json", default="{}", help="SSDSettings as JSON")
     parser.add_argument("--parent-pid", type=int, default=0, help="exit when this process exits")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+    # vLLM's own logging level variable applies to the draft server too
+    logging.basicConfig(level=os.environ.get("VLLM_LOGGING_LEVEL", "INFO").upper(), stream=sys.stderr,
                         format="(draft-server pid=%(process)d) %(levelname)s %(message)s")
     settings = SSDSettings.model_validate_json(args.settings_json)
     token = os.environ.pop(envs.IPC_TOKEN, "")

@@ -77,6 +77,7 @@ class DraftEngine:
                                      outcomes.is_outcome)
         if request.target_step_s > 0:
             self.policy.observe_target_step(request.target_step_s, self.last_had_drafts)
+            self.stats.observe_target_step(request.target_step_s)
             if outcomes.is_outcome.any():
                 tokens_per_row = float(outcomes.num_accepted[outcomes.is_outcome].mean()) + 1.0
                 seconds = request.target_step_s + max(request.previous_round_trip_s, 0.0)
@@ -186,6 +187,11 @@ class DraftEngine:
         fanout = (self.cache.keys[slots, np.clip(outcomes.num_accepted, 0, self.max_drafts)]
                   >= 0).sum(axis=1)
         self.policy.observe_lookups(fanout[looked_up], result.is_hit[looked_up])
+        if logger.isEnabledFor(logging.DEBUG):
+            missed = looked_up & ~result.is_hit
+            logger.debug("lookup: %d of %d hit; missed k %s, their fan-out %s",
+                         int(result.is_hit[looked_up].sum()), int(looked_up.sum()),
+                         outcomes.num_accepted[missed].tolist()[:8], fanout[missed].tolist()[:8])
         self.stats.observe_lookups(result.is_hit[looked_up], outcomes.num_accepted[looked_up])
         self.cache.clear(slots)  # one round's guesses: stale ones must never hit later
         return result
@@ -218,7 +224,9 @@ class DraftEngine:
         if len(slots) == 0:
             return
         if self.num_steps % REPLAN_EVERY == 1 and self.settings.build_plan == "auto":
-            self.policy.replan(len(slots), self.settings.build_deadline)
+            plan = self.policy.replan(len(slots), self.settings.build_deadline)
+            logger.debug("plan for %d rows: %s, miss law (r, c) %s, T_v %.2f ms", len(slots),
+                         plan, self.policy.law(), 1e3 * self.policy.target_step_s.value)
         fanout = self.policy.fanout(self.table.draft_source[slots], self.table.num_drafts[slots])
         deadline = time.perf_counter() + self.settings.build_deadline * \
             self.policy.target_step_s.value

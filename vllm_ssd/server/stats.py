@@ -18,7 +18,7 @@ SCALARS = (
     "outcomes_after_hit", "accepted_after_hit", "outcomes_after_backup", "accepted_after_backup",
     "round_trips", "round_trip_seconds", "round_trips_all_hit", "round_trip_all_hit_seconds",
     "steps_without_speculation", "plan_budget_sum", "plan_depth_sum", "step_cost_1_row_s_sum",
-    "step_cost_8_rows_s_sum",
+    "step_cost_8_rows_s_sum", "target_steps", "target_step_seconds",
 )
 
 
@@ -74,6 +74,12 @@ class ServerStats:
         if all_hit:
             self.scalars["round_trips_all_hit"] += 1
             self.scalars["round_trip_all_hit_seconds"] += seconds
+
+    def observe_target_step(self, seconds: float) -> None:
+        """vLLM's step between two proposer calls, as the proposer timed it (the target's
+        forward, verification and scheduling: T_v as SSD sees it)."""
+        self.scalars["target_steps"] += 1
+        self.scalars["target_step_seconds"] += seconds
 
     def observe_plan(self, budget: int, depth: int, cost_1_row: float, cost_8_rows: float) -> None:
         """The build plan in force and the fitted branch-step cost, once per build round."""

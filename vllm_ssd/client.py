@@ -28,6 +28,10 @@ logger = logging.getLogger(__name__)
 _THREAD_ENV = ("OMP_NUM_THREADS", "OMP_PLACES", "OMP_PROC_BIND", "GOMP_CPU_AFFINITY",
                "KMP_AFFINITY", "KMP_BLOCKTIME", "KMP_TPAUSE")
 POLL_SLICE_MS = 20
+# the server runs the same vllm_ssd as this proposer, whatever the working directory holds
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_SERVER_BOOT = ("import sys; sys.path.insert(0, sys.argv.pop(1)); "
+                "from vllm_ssd.server.__main__ import main; sys.exit(main())")
 
 
 class DraftServerUnavailable(RuntimeError):
@@ -91,7 +95,8 @@ class DraftClient:
             # the server sees only its own GPU, so it never touches the target's memory
             env["CUDA_VISIBLE_DEVICES"] = _physical_gpu(settings.draft_device)
             settings = settings.model_copy(update={"draft_device": "cuda:0"})
-        command = [sys.executable, "-m", "vllm_ssd.server", "--socket", path,
+        # not "-m vllm_ssd.server": that imports a vllm_ssd in the working directory first
+        command = [sys.executable, "-c", _SERVER_BOOT, _PACKAGE_ROOT, "--socket", path,
                    "--settings-json", settings.model_dump_json(),
                    "--parent-pid", str(os.getpid())]
         return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)

@@ -152,3 +152,16 @@ def _alive(pid: int) -> bool:
         return False
     with open(f"/proc/{pid}/stat") as handle:
         return handle.read().split()[2] != "Z"
+
+
+def test_the_server_runs_the_proposers_package_whatever_the_working_directory(
+        start_client, tmp_path, monkeypatch):
+    """A vllm_ssd in the working directory (another checkout) must not replace the
+    proposer's own package in the server process."""
+    shadow = tmp_path / "elsewhere" / "vllm_ssd"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text('raise ImportError("the shadow package was imported")')
+    monkeypatch.chdir(shadow.parent)
+    client = start_client(mode="sd", startup_timeout_s=60)
+    drafts, _ = step(client, 0, list(range(5, 25)), False, new=True)
+    assert len(drafts) == K

@@ -63,7 +63,7 @@ def test_round_to_budget_largest_remainder():
 
 
 def test_table_rows_cover_fewer_drafts():
-    table = fanout_table(8, 0.8, 4, 1.0)
+    table = fanout_table(8, 0.8, 4, 1.0, c=0.4)
     for n in range(5):
         assert table[n, :n + 1].sum() == 8 and table[n, n + 1:].sum() == 0
 

@@ -11,22 +11,19 @@ import numpy as np
 
 
 class Ewma:
-    """Exponentially weighted mean; without a prior (None) it starts at its first sample
-    (value 0.0 until then) instead of being pulled towards zero for its first samples."""
+    """Exponentially weighted mean. Without a prior (None) it starts at its first sample
+    (value 0.0 until then) instead of being pulled towards zero by its first samples."""
 
     def __init__(self, prior: float | None, weight: float = 0.05):
         self.value = 0.0 if prior is None else prior
         self.weight = weight
-        self.samples = 0 if prior is None else None  # counted only without a prior
+        self.start_at_first = prior is None
+        self.samples = 0
 
     def update(self, sample: float, count: float = 1.0) -> float:
-        if self.samples == 0:
-            self.value = sample
-        else:
-            keep = (1.0 - self.weight) ** count
-            self.value = keep * self.value + (1.0 - keep) * sample
-        if self.samples is not None:
-            self.samples += 1
+        keep = 0.0 if self.start_at_first and self.samples == 0 else (1.0 - self.weight) ** count
+        self.value = keep * self.value + (1.0 - keep) * sample
+        self.samples += 1
         return self.value
 
 

@@ -94,13 +94,11 @@ def saguaro_fanout(budget: int, pmf: np.ndarray, miss: np.ndarray) -> np.ndarray
 
 
 def fanout_table(budget: int, acceptance: float, max_drafts: int, r: float,
-                 c: float | None = None) -> np.ndarray:
-    """Row n (n = 0..max_drafts) is the fan-out for a round that proposed n drafts,
-    padded with zeros: shape [max_drafts + 1, max_drafts + 1]. Without ``c``: Thm 12's
-    closed form; with it: ``saguaro_fanout`` under the law miss(F) = c F^(-r)."""
+                 c: float) -> np.ndarray:
+    """Row n (n = 0..max_drafts) is ``saguaro_fanout`` under the law miss(F) = c F^(-r) for
+    a round that proposed n drafts, padded with zeros: shape [max_drafts + 1, max_drafts + 1]."""
     table = np.zeros((max_drafts + 1, max_drafts + 1), dtype=np.int64)
-    miss = None if c is None else power_law_miss(budget, r, c)
+    miss = power_law_miss(budget, r, c)
     for n in range(max_drafts + 1):
-        table[n, :n + 1] = geometric_fanout(budget, acceptance, n, r) if miss is None else \
-            saguaro_fanout(budget, capped_geometric_pmf(acceptance, n), miss)
+        table[n, :n + 1] = saguaro_fanout(budget, capped_geometric_pmf(acceptance, n), miss)
     return table

@@ -107,8 +107,9 @@ class DraftEngine:
         predicted before both ways were measured); for EXPLORE_STEPS of every EXPLORE_EVERY
         steps (CLEAR_EXPLORE_EVERY once the measured margin is clear) do the other, so that
         both stay measured as the batch changes. Switched off, the rest of the stretch off
-        (the window, or up to the next window; at most MAX_QUIET_STEPS) is quiet: promised no drafts, so the proposer does not wait for
-        replies, and rounds without drafts are measured at what they really cost."""
+        (the window, or up to the next window; at most MAX_QUIET_STEPS) is quiet: promised
+        no drafts, so the proposer does not wait for replies, and rounds without drafts are
+        measured at what they really cost."""
         if self.settings.mode == "sd" or self.settings.build_plan == "full" or \
                 self.settings.backup != "auto":
             return True
@@ -225,8 +226,10 @@ class DraftEngine:
             return
         if self.num_steps % REPLAN_EVERY == 1 and self.settings.build_plan == "auto":
             plan = self.policy.replan(len(slots), self.settings.build_deadline)
-            logger.debug("plan for %d rows: %s, miss law (r, c) %s, T_v %.2f ms", len(slots),
-                         plan, self.policy.law(), 1e3 * self.policy.target_step_s.value)
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("plan for %d rows: %s, miss law (r, c) %s, T_v %.2f ms",
+                             len(slots), plan, self.policy.law(),
+                             1e3 * self.policy.target_step_s.value)
         fanout = self.policy.fanout(self.table.draft_source[slots], self.table.num_drafts[slots])
         deadline = time.perf_counter() + self.settings.build_deadline * \
             self.policy.target_step_s.value

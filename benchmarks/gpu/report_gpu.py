@@ -39,6 +39,8 @@ def ssd_columns(row: dict, plain: dict | None) -> dict:
         out["round trip ms"] = f"{1000 * d['ssd.round_trip_seconds'] / d['ssd.round_trips']:.2f}"
     if d.get("ssd.round_trips_all_hit"):
         out["hit round trip ms"] = f"{1000 * d['ssd.round_trip_all_hit_seconds'] / d['ssd.round_trips_all_hit']:.2f}"
+    if "ssd.build_wait_seconds" in d and d.get("ssd.build_rounds"):  # a step's wait for its build
+        out["build wait ms"] = f"{1000 * d['ssd.build_wait_seconds'] / d['ssd.build_rounds']:.2f}"
     if plain and d.get("ssd.lookups") and d.get("ssd.build_rounds") and drafts:
         step_ms = plain["ms_per_step_per_seq"]  # T_v: one plain decoding step
         t_p = 1000 * d["ssd.build_seconds"] / d["ssd.build_rounds"] / step_ms

@@ -120,3 +120,17 @@ def test_cache_build_never_waits_for_the_device(tiny):
     """The build only queues work; its results are fetched in the next step's one sync."""
     drafts, _ = run_engine_steps(tiny, enforce_eager=False, strict_build=True)
     assert sum(len(d) for d in drafts[1:]) > 0
+
+
+def test_draft_device_cuda_without_index(tiny):
+    """``draft_device="cuda"`` means the current device (set_device needs an index)."""
+    from vllm_ssd import protocol as P
+    from vllm_ssd.server.__main__ import _build_engine
+    from vllm_ssd.settings import SSDSettings
+
+    settings = SSDSettings(draft_model=str(tiny["draft_hd64"]), draft_device="cuda",
+                           draft_dtype="bfloat16", enforce_eager=True)
+    hello = P.Hello(version=P.PROTOCOL_VERSION, token="", num_speculative_tokens=3,
+                    target_vocab_size=512, max_model_len=256, max_num_seqs=2)
+    engine = _build_engine(settings, hello)
+    assert engine.drafter.runner.device == torch.device("cuda", torch.cuda.current_device())

@@ -86,6 +86,8 @@ def _build_engine(settings: SSDSettings, hello: P.Hello):
     device = torch.device("cpu" if settings.draft_device == "auto" else settings.draft_device)
     _place(device, settings.draft_cpus)
     if device.type == "cuda":
+        if device.index is None:  # "cuda": the process's current device
+            device = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(device)  # graphs capture on the current device's stream
     max_len = hello.max_model_len + hello.num_speculative_tokens + 2
     blocks_per_seq = -(-(max_len + hello.num_speculative_tokens + 1) // settings.block_size)

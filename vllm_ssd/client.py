@@ -158,6 +158,8 @@ class DraftClient:
                 return reply.stats
 
     def _receive(self, timeout_s: float, allow_pending: bool):
+        if not allow_pending and (message := self._busy_poll()) is not None:
+            return message
         deadline = time.monotonic() + timeout_s
         while True:
             if self.socket.poll(POLL_SLICE_MS if not allow_pending else 0):
@@ -169,6 +171,15 @@ class DraftClient:
                 return None
             if time.monotonic() > deadline:
                 raise DraftServerUnavailable(f"no reply from the draft server in {timeout_s} s")
+
+    def _busy_poll(self):
+        """The next message if it comes within ``busy_poll_ms`` (polled without sleeping:
+        a blocking poll adds the wake-up of an idle thread to every round trip)."""
+        end = time.perf_counter() + self.settings.busy_poll_seconds()
+        while time.perf_counter() < end:
+            if self.socket.poll(0):
+                return P.decode(self.socket.recv())
+        return None
 
     @property
     def pid(self) -> int | None:

@@ -86,6 +86,16 @@ def test_ssd_mode_serves_drafts_from_the_cache(tiny, start_client):
     assert stats["lookups"] == 2 and stats["hits"] == 2 and stats["accepted_tokens"] == 3
 
 
+def test_busy_polling_server_and_client_serve_the_same_drafts(tiny, start_client):
+    """busy_poll_ms (on by default with CUDA drafts): both sides poll without sleeping."""
+    client = start_client(mode="ssd", busy_poll_ms=50)
+    truth = hf_greedy(tiny["target"], PROMPT, 16)
+    step(client, 0, PROMPT + truth[:1], is_step=False, new=True)
+    drafts, hit = step(client, 0, truth[1:2], is_step=True)
+    assert hit and drafts == truth[2:2 + K]
+    assert client.stats()["hits"] == 1
+
+
 def test_a_wrong_guess_is_a_miss_and_the_backup_drafts(tiny, start_client):
     client = start_client(mode="ssd", backup="neural")
     truth = hf_greedy(tiny["target"], PROMPT, 16)

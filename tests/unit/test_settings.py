@@ -59,3 +59,12 @@ def test_every_user_setting_has_an_environment_variable():
 
     internal = {"load_format", "runtime_dir"}
     assert set(SSDSettings.model_fields) - internal == set(SETTING_FIELDS)
+
+
+def test_busy_poll_defaults_to_cuda_draft_devices_only():
+    assert resolve_settings({"draft_device": "cpu"}, environ={}).busy_poll_seconds() == 0.0
+    assert resolve_settings({"draft_device": "cuda:1"}, environ={}).busy_poll_seconds() == 0.02
+    settings = resolve_settings(environ={"VLLM_SSD_BUSY_POLL_MS": "5", "VLLM_SSD_DRAFT_DEVICE": "cpu"})
+    assert settings.busy_poll_seconds() == 0.005
+    with pytest.raises(SSDConfigError, match="'busy_poll_ms'"):
+        resolve_settings({"busy_poll_ms": -1}, environ={})

@@ -72,7 +72,7 @@ def _run(socket, settings: SSDSettings, token: str, parent_pid: int) -> int:
         version=P.PROTOCOL_VERSION, ok=True, vocab_size=arch.vocab_size,
         model_type=arch.model_type, device=str(engine.drafter.runner.device), pid=os.getpid()))])
     from vllm_ssd.server.server import DraftServer
-    DraftServer(socket, engine, parent_pid).serve()
+    DraftServer(socket, engine, parent_pid, settings.busy_poll_seconds()).serve()
     return 0
 
 

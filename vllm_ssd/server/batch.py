@@ -52,18 +52,19 @@ def make_token_batch(
     slot_mapping = blocks * block_size + positions % block_size
     context_lens = start_positions.astype(np.int64) + query_lens
 
-    # one host-to-device copy for all index arrays, sliced into views on the device
+    # one host-to-device copy for all index arrays (and host token ids), sliced into views
     parts = [positions, query_lens, context_lens, slot_mapping, logits_indices.astype(np.int64),
              block_tables.astype(np.int64).ravel()]
+    on_host = not isinstance(input_ids, torch.Tensor)
+    if on_host:
+        parts.append(np.asarray(input_ids, dtype=np.int64))
     packed = to_device(np.concatenate(parts), device)
     views = list(torch.split(packed, [len(p) for p in parts]))
-    views[-1] = views[-1].view(block_tables.shape)
-    if isinstance(input_ids, torch.Tensor):
-        input_ids = input_ids.to(device=device, dtype=torch.int64)
-    else:
-        input_ids = to_device(np.ascontiguousarray(input_ids, dtype=np.int64), device)
+    views[5] = views[5].view(block_tables.shape)
+    if not on_host:
+        views.append(input_ids.to(device=device, dtype=torch.int64))
     return TokenBatch(
-        input_ids=input_ids,
+        input_ids=views[6],
         positions=views[0],
         query_lens=views[1],
         context_lens=views[2],

@@ -27,6 +27,7 @@ class CapturedGraph:
     positions: torch.Tensor  # [T]
     meta: FlashMetadata  # static buffers
     logits: torch.Tensor  # [T, vocab]
+    padding_slots: torch.Tensor  # [T] KV slots of padding tokens: block 0, token % block size
 
 
 class CudaGraphRunner:
@@ -72,7 +73,8 @@ class CudaGraphRunner:
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=pool):
             logits = forward()
-        return CapturedGraph(graph, input_ids, positions, meta, logits)
+        return CapturedGraph(graph, input_ids, positions, meta, logits,
+                             meta.slot_mapping.clone())
 
     def run(self, batch: TokenBatch) -> torch.Tensor | None:
         """Replays a graph for a uniform batch; None when none fits (run eagerly)."""
@@ -87,13 +89,13 @@ class CudaGraphRunner:
         captured.input_ids[:tokens].copy_(batch.input_ids)
         captured.positions[:tokens].copy_(batch.positions)
         meta.slot_mapping[:tokens].copy_(batch.slot_mapping)
-        meta.slot_mapping[tokens:].copy_(torch.arange(tokens, meta.slot_mapping.shape[0],
-                                                      device=meta.slot_mapping.device)
-                                         % self.kv_cache.shape[3])
         meta.seqused_k[:rows].copy_(batch.context_lens)
-        meta.seqused_k[rows:].fill_(0)
         width = batch.block_tables.shape[1]
-        meta.block_table[:rows, :width].copy_(batch.block_tables.clamp(min=0))
-        meta.block_table[rows:].fill_(0)
+        meta.block_table[:rows, :width].copy_(batch.block_tables)
+        meta.block_table[:rows, :width].clamp_(min=0)
+        if rows < bucket:  # padding rows: block 0, nothing to attend to
+            meta.slot_mapping[tokens:].copy_(captured.padding_slots[tokens:])
+            meta.seqused_k[rows:].fill_(0)
+            meta.block_table[rows:].fill_(0)
         captured.graph.replay()
         return captured.logits[batch.logits_indices]

@@ -68,7 +68,6 @@ class DraftEngine:
         start = time.perf_counter()
         self.observe()  # a previous step's, if no build ran since
         report = self.builder.collect()  # the last build's cache: the round's host sync
-        self.builder.release_branches()
         self._lifecycle(request)
         slots = P.unpack(request.slots).astype(np.int64)
         delta_lens = P.unpack(request.num_new_tokens).astype(np.int64)
@@ -252,6 +251,7 @@ class DraftEngine:
         step's deferred bookkeeping and a due replan run while the glue pass is on the
         device (a new plan applies from the next round)."""
         slots, self.pending_build = self.pending_build, self.pending_build[:0]
+        self.builder.release_branches()  # last round's branch KV (off the reply's path)
         if len(slots) == 0:
             self.observe()
             return

@@ -214,6 +214,14 @@ def summarize(batch_size, base, stats, step_times, hit_step_times, engine) -> di
     }
 
 
+def device_name(device: str) -> str:
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    return "cpu"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--draft", default="benchmarks/gpu/configs/qwen2.5-0.5b")
@@ -239,7 +247,8 @@ def main() -> None:
     args = parser.parse_args()
     args.acceptance = [float(x) for x in args.acceptance.split(",")]
     logging.basicConfig(level=logging.WARNING)
-    results = {"settings": {k: v for k, v in vars(args).items() if k != "out"}, "rows": []}
+    results = {"settings": {k: v for k, v in vars(args).items() if k != "out"},
+               "device": device_name(args.device), "rows": []}
     traced = {int(b) for b in args.trace_batch_sizes.split(",")} if args.trace else set()
     for batch_size in (int(b) for b in args.batch_sizes.split(",")):
         trace = f"{args.trace}-bs{batch_size}.json" if batch_size in traced else None

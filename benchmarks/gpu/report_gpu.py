@@ -69,7 +69,7 @@ def gpus_used(row: dict) -> int:
 
 def markdown(rows: list[dict]) -> str:
     columns = ["acc. len", "hit rate", "T_v ms", "SSD step ms", "build ms", "T_p/T_v", "round trip ms",
-               "hit round trip ms", "speed model tok/s"]
+               "hit round trip ms", "build wait ms", "speed model tok/s"]
     lines = ["| pair | GPUs | method | run | bs | tok/s | tok/s per GPU | vs plain | "
              + " | ".join(columns) + " |", "|" + "---|" * (8 + len(columns))]
     key = ("pair", "gpus", "batch_size")

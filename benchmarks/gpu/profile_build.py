@@ -50,25 +50,20 @@ class FakeTarget:
         self.rng = np.random.default_rng(seed)
 
     def outcomes(self, num_drafts: np.ndarray, drafts: np.ndarray):
-        # num_drafts [B]; drafts [sum(num_drafts)] -> new tokens per row and their lengths
+        """num_drafts [B], drafts [sum(num_drafts)] -> (lens [B], tokens [sum(lens)]): each
+        row's accepted drafts and a random bonus token."""
         rows = len(num_drafts)
         accept = self.rng.random((rows, K)) < self.rates[None, :K]
-        prefix = np.cumprod(accept, axis=1).sum(axis=1)  # [B] accepted if all drafts there
-        num_accepted = np.minimum(prefix, num_drafts)
-        starts = np.cumsum(num_drafts) - num_drafts
+        num_accepted = np.minimum(np.cumprod(accept, axis=1).sum(axis=1), num_drafts)  # [B]
         lens = num_accepted + 1
-        tokens = np.empty(int(lens.sum()), dtype=np.int64)
-        out_starts = np.cumsum(lens) - lens
         column = np.arange(int(lens.max()))[None, :]
-        take = column < num_accepted[:, None]
-        tokens_2d = np.zeros((rows, lens.max()), dtype=np.int64)
+        tokens = np.zeros((rows, column.shape[1]), dtype=np.int64)  # [B, max(lens)]
         if drafts.size:
+            starts = np.cumsum(num_drafts) - num_drafts
             index = np.minimum(starts[:, None] + column, drafts.size - 1)
-            tokens_2d = np.where(take, drafts[index], 0)
-        tokens_2d[np.arange(rows), num_accepted] = self.rng.integers(10, self.vocab - 1, rows)
-        tokens[:] = tokens_2d[column < lens[:, None]]
-        del out_starts
-        return lens, tokens
+            tokens = np.where(column < num_accepted[:, None], drafts[index], 0)
+        tokens[np.arange(rows), num_accepted] = self.rng.integers(10, self.vocab - 1, rows)
+        return lens, tokens[column < lens[:, None]]
 
 
 HOST_TIMED = {  # host time of these calls per round (--host-breakdown)

@@ -59,18 +59,16 @@ def make_token_batch(
     if on_host:
         parts.append(np.asarray(input_ids, dtype=np.int64))
     packed = to_device(np.concatenate(parts), device)
-    views = list(torch.split(packed, [len(p) for p in parts]))
-    views[5] = views[5].view(block_tables.shape)
-    if not on_host:
-        views.append(input_ids.to(device=device, dtype=torch.int64))
+    positions_d, query_lens_d, context_lens_d, slots_d, logits_d, tables_d, *ids_d = \
+        torch.split(packed, [len(p) for p in parts])
     return TokenBatch(
-        input_ids=views[6],
-        positions=views[0],
-        query_lens=views[1],
-        context_lens=views[2],
-        slot_mapping=views[3],
-        logits_indices=views[4],
-        block_tables=views[5],
+        input_ids=ids_d[0] if on_host else input_ids.to(device=device, dtype=torch.int64),
+        positions=positions_d,
+        query_lens=query_lens_d,
+        context_lens=context_lens_d,
+        slot_mapping=slots_d,
+        logits_indices=logits_d,
+        block_tables=tables_d.view(block_tables.shape),
         max_query_len=int(query_lens.max(initial=0)),
         max_context_len=int(context_lens.max(initial=0)),
         uniform_query_len=int(query_lens[0]) if len(query_lens) and

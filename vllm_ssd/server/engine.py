@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 from typing import Callable
 
 import numpy as np
@@ -79,18 +80,15 @@ class DraftEngine:
         drafts, lens, source, lookup = self._speculate(slots, outcomes,
                                                        np.where(speculate, caps, 0))
         self.table.set_drafts(slots, drafts, lens, source)
-        self.observations.append(lambda had_drafts=self.last_had_drafts, all_hit=self.last_all_hit:
-                                 self._observe_step(request, report, outcomes, sources, lookup,
-                                                    had_drafts, all_hit))
+        previous = (self.last_had_drafts, self.last_all_hit)  # what produced these outcomes
         wanted = caps > 0
         self.last_all_hit = bool(wanted.any() and (source[wanted] == SOURCE_CACHE).all())
         self.last_had_drafts = bool(lens.sum() > 0)
         self.pending_build = slots if self.settings.mode == "ssd" and speculate else slots[:0]
         self.num_steps += 1
         keep = np.arange(self.max_drafts)[None, :] < lens[:, None]
-        seconds = time.perf_counter() - start
-        self.observations.append(lambda: self.stats.observe_step(outcomes, sources, lens,
-                                                                 seconds))
+        self.observations.append(partial(self._observe_step, request, report, outcomes, sources,
+                                         lookup, lens, time.perf_counter() - start, *previous))
         return P.StepReply(seq=request.seq, num_drafts=P.pack(lens), draft_tokens=P.pack(drafts[keep]),
                            is_hit=P.pack(source == SOURCE_CACHE, np.uint8),
                            stats=self.stats.snapshot() if request.wants_reply else {},
@@ -102,8 +100,10 @@ class DraftEngine:
         for observation in observations:
             observation()
 
-    def _observe_step(self, request, report, outcomes, sources, lookup, had_drafts: bool,
-                      all_hit: bool) -> None:
+    def _observe_step(self, request, report, outcomes, sources, lookup, lens, seconds: float,
+                      had_drafts: bool, all_hit: bool) -> None:
+        """had_drafts, all_hit: of the round whose outcomes this step brought."""
+        self.stats.observe_step(outcomes, sources, lens, seconds)
         if report is not None:
             self._observe_build(report)
         self.policy.observe_outcomes(sources, outcomes.num_accepted, outcomes.num_proposed,

@@ -1,7 +1,7 @@
 """Profile of the draft server's model: one forward by batch rows (branch decode) and by
 query length (glue pass), next to the cache build that one target step must hide.
 
-    python benchmarks/profile_draft.py [--draft DIR] [--cpu N]          # CPU: one core
+    python benchmarks/profile_draft.py [--draft DIR] [--cpu N] [--quantization none]  # CPU: one core
     python benchmarks/profile_draft.py --device cuda --dummy \
         --draft benchmarks/gpu/configs/qwen2.5-0.5b
 """
@@ -35,6 +35,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--cpu", type=int, default=(os.cpu_count() or 1) - 1)
     parser.add_argument("--dummy", action="store_true", help="random weights (GPU timing)")
+    parser.add_argument("--quantization", default="auto", choices=("auto", "none", "int8"),
+                        help="the draft_quantization setting (int8 needs a CPU with AMX)")
     parser.add_argument("--kernels", action="store_true",
                         help="CUDA: per-kernel times of one branch-decode step (eager and graph) "
                         "and the graph step's time by the attention's max context length")
@@ -49,7 +51,8 @@ def main() -> None:
         torch.set_num_threads(1)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     runner = DraftModelRunner(args.draft, device, "auto", num_blocks=4096, block_size=16,
-                              max_positions=4096, dummy=args.dummy)
+                              max_positions=4096, dummy=args.dummy,
+                              quantization=args.quantization)
     rows_list = (1, 2, 4, 8, 16, 64) if device.type == "cuda" else (1, 2, 4, 6, 8, 16)
     if device.type == "cuda":
         runner.capture_graphs({1: max(rows_list), 5: 8}, max_blocks=64)
@@ -59,6 +62,7 @@ def main() -> None:
     runner.run(runner.make_batch(ids, np.array([context]), np.array([0]), tables[:1],
                                  np.array([context - 1])))
     out = {"draft": args.draft, "device": str(device), "graphs": runner.graphs is not None,
+           "quantization": args.quantization,
            "context_tokens": context, "decode_ms_by_rows": {}, "glue_ms_by_query_len": {}}
     for rows in rows_list:
         batch = runner.make_batch(ids[:rows], np.ones(rows, dtype=np.int64),

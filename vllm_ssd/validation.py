@@ -99,6 +99,13 @@ def resolve_device(spec: str, target_gpus: int) -> str:
                          "use auto, cpu, cuda or cuda:N")
 
 
+def check_quantization(quantization: str, device: str) -> None:
+    if quantization == "int8" and device != "cpu":
+        raise SSDConfigError(f"vllm_ssd: unusable SSD setting 'draft_quantization' = "
+                             f"{quantization!r}: int8 drafts run on a CPU draft device only "
+                             f"(draft_device resolved to {device!r})")
+
+
 def validate_for_target(settings: SSDSettings, target_vocab_size: int,
                         num_speculative_tokens, target_gpus: int) -> SSDSettings:
     """Returns the settings with the draft path and device resolved, or raises."""
@@ -112,4 +119,5 @@ def validate_for_target(settings: SSDSettings, target_vocab_size: int,
                              f"{error}") from None
     check_cpus(settings.draft_cpus)
     device = resolve_device(settings.draft_device, target_gpus)
+    check_quantization(settings.draft_quantization, device)
     return settings.model_copy(update={"draft_model": draft_dir, "draft_device": device})

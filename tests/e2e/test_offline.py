@@ -20,6 +20,8 @@ def metric_values(llm) -> dict[str, float]:
     ("target", "ssd", {**FULL_BUILD, "prefill_chunk": 3}),  # prompts prefilled 3 tokens a round
     ("draft_qwen2", "ssd", {"backup": "neural"}),  # another family, almost nothing accepted
     ("draft_noisy", "sd", {}),  # the draft-after-outcome baseline
+    # W8A8 int8 draft linears (bf16 draft; where the CPU lacks AMX it keeps bf16 GEMMs)
+    ("draft_noisy", "ssd", {"draft_dtype": "bfloat16", "draft_quantization": "int8"}),
 ])
 def test_greedy_output_is_the_targets(tiny, reference_outputs, draft, mode, settings):
     config = ssd_config(tiny[draft], mode=mode, log_interval_s=0, **settings)

@@ -98,7 +98,8 @@ def _build_engine(settings: SSDSettings, hello: P.Hello):
         num_blocks = -(-settings.kv_cache_tokens // settings.block_size) + branch_blocks + 1
     runner = DraftModelRunner(settings.draft_model, device, settings.draft_dtype, num_blocks,
                               settings.block_size, max_len + hello.num_speculative_tokens + 1,
-                              dummy=settings.load_format == "dummy")
+                              dummy=settings.load_format == "dummy",
+                              quantization=settings.draft_quantization)
     if runner.arch.vocab_size != hello.target_vocab_size:
         raise ValueError(f"draft vocabulary {runner.arch.vocab_size} != target "
                          f"{hello.target_vocab_size}")

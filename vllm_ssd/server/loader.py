@@ -37,7 +37,8 @@ def resolve_dtype(name: str, arch: ModelArch, device: torch.device) -> torch.dty
 
 
 def load_draft_model(model_dir: str, arch: ModelArch, dtype: torch.dtype,
-                     device: torch.device, max_positions: int, dummy: bool) -> DraftLM:
+                     device: torch.device, max_positions: int, dummy: bool,
+                     quantization: str = "auto") -> DraftLM:
     with torch.device("meta"):
         model = DraftLM(arch, max_positions)
     model = model.to_empty(device=device).to(dtype)
@@ -50,7 +51,7 @@ def load_draft_model(model_dir: str, arch: ModelArch, dtype: torch.dtype,
         model.lm_head.weight = model.embed_tokens.weight
     model = model.eval().requires_grad_(False)
     model.use_kernels(load_kernels(device))
-    pack_linears(model, device)
+    pack_linears(model, device, quantization)
     return model
 
 

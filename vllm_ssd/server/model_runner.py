@@ -18,14 +18,15 @@ logger = logging.getLogger(__name__)
 
 class DraftModelRunner:
     def __init__(self, model_dir: str, device: torch.device, dtype_name: str,
-                 num_blocks: int, block_size: int, max_positions: int, dummy: bool):
+                 num_blocks: int, block_size: int, max_positions: int, dummy: bool,
+                 quantization: str = "auto"):
         self.arch = ModelArch.from_dir(model_dir)
         self.device = device
         self.dtype = resolve_dtype(dtype_name, self.arch, device)
         self.block_size = block_size
         self.num_blocks = num_blocks
         self.model = load_draft_model(model_dir, self.arch, self.dtype, device,
-                                      max_positions, dummy)
+                                      max_positions, dummy, quantization)
         # [layers, 2 (key/value), num_blocks, block_size, kv_heads, head_dim]
         self.kv_cache = torch.zeros(
             self.arch.num_layers, 2, num_blocks, block_size, self.arch.num_kv_heads,

@@ -53,16 +53,21 @@ def plots(rows: list[dict], out_dir: Path, tag: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    configs = sorted({(r["method"], r["placement"]) for r in rows})
+    colors = {config: f"C{i % 10}" for i, config in enumerate(configs)}  # same in both panels
     for ax, temperature in zip(axes, sorted({r["temperature"] for r in rows})):
-        for method, placement in sorted({(r["method"], r["placement"]) for r in rows}):
+        for method, placement in configs:
             series = sorted((r["batch_size"], r.get("speedup_vs_plain_2core", 0)) for r in rows
                             if (r["method"], r["placement"], r["temperature"]) == (method, placement, temperature))
-            ax.plot(*zip(*series), marker="o", label=f"{method} ({placement})")
+            if series:
+                ax.plot(*zip(*series), marker="o", color=colors[method, placement],
+                        label=f"{method} ({placement})")
         ax.axhline(1.0, color="gray", lw=0.8)
         ax.set(xscale="log", xlabel="batch size", ylabel="decode speedup vs plain (2 cores)",
                title=f"T = {temperature:g}")
+        ax.minorticks_off()
         ax.set_xticks(sorted({r["batch_size"] for r in rows}), labels=sorted({r["batch_size"] for r in rows}))
-    axes[0].legend(fontsize=7)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out_dir / f"speedup_vs_batch{tag}.png", dpi=120)
     per = [r for r in rows if r.get("per_dataset") and r["temperature"] == 0]

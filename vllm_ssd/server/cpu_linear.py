@@ -46,7 +46,7 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: [T, K] -> [T, N] in x's dtype
-        if x.shape[0] == 0:  # the kernel divides by T (SIGFPE on an empty batch)
+        if x.shape[0] == 0:  # the kernel dies with SIGFPE on an empty batch
             return x.new_empty((0, self.out_features))
         return torch.ops._C.int8_scaled_mm_with_quant(x, self.packed, self.scales, self.bias,
                                                       x.dtype, True)
@@ -82,9 +82,6 @@ def pack_linears(model: nn.Module, device: torch.device, quantization: str = "au
     if ops is None:
         return 0
     use_int8 = quantization in ("auto", "int8") and int8_available()
-    if quantization == "int8" and not use_int8:
-        logger.warning("draft_quantization=int8 needs vLLM's CPU build on an AMX CPU; "
-                       "the draft keeps %s weights", next(model.parameters()).dtype)
     targets = [(parent, name, child) for parent in model.modules()
                for name, child in parent.named_children() if isinstance(child, nn.Linear)]
     num_int8 = 0
@@ -100,4 +97,7 @@ def pack_linears(model: nn.Module, device: torch.device, quantization: str = "au
         setattr(parent, name, PackedLinear(handler, ops, bias, linear.out_features))
     logger.info("draft linear layers use prepacked CPU GEMMs (%d layers, %d of them W8A8 "
                 "int8)", len(targets), num_int8)
+    if quantization == "int8" and num_int8 == 0:
+        logger.warning("draft_quantization=int8 found no layer to quantize: it needs vLLM's "
+                       "CPU build on an AMX CPU and bfloat16 weights (draft_dtype)")
     return len(targets)

@@ -2,6 +2,7 @@
 query length (glue pass), next to the cache build that one target step must hide.
 
     python benchmarks/profile_draft.py [--draft DIR] [--cpu N] [--quantization none]  # CPU: one core
+    python benchmarks/profile_draft.py --cpu-isa avx2 --dtype float32  # a lower tier's path
     python benchmarks/profile_draft.py --device cuda --dummy \
         --draft benchmarks/gpu/configs/qwen2.5-0.5b
 """
@@ -36,11 +37,17 @@ def main() -> None:
     parser.add_argument("--cpu", type=int, default=(os.cpu_count() or 1) - 1)
     parser.add_argument("--dummy", action="store_true", help="random weights (GPU timing)")
     parser.add_argument("--quantization", default="auto", choices=("auto", "none", "int8"),
-                        help="the draft_quantization setting (int8 needs a CPU with AMX)")
+                        help="the draft_quantization setting")
+    parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"),
+                        help="the draft_dtype setting")
+    parser.add_argument("--cpu-isa", default="auto", choices=("auto", "amx", "avx512", "avx2"),
+                        help="the draft_cpu_isa setting (a lower tier also caps oneDNN/PyTorch)")
     parser.add_argument("--kernels", action="store_true",
                         help="CUDA: per-kernel times of one branch-decode step (eager and graph) "
                         "and the graph step's time by the attention's max context length")
     args = parser.parse_args()
+    if args.device == "cpu" and args.cpu_isa != "auto":
+        _cap_this_process(args.cpu_isa)
     import torch
 
     from vllm_ssd.server.model_runner import DraftModelRunner
@@ -50,9 +57,9 @@ def main() -> None:
         os.sched_setaffinity(0, {args.cpu})
         torch.set_num_threads(1)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    runner = DraftModelRunner(args.draft, device, "auto", num_blocks=4096, block_size=16,
+    runner = DraftModelRunner(args.draft, device, args.dtype, num_blocks=4096, block_size=16,
                               max_positions=4096, dummy=args.dummy,
-                              quantization=args.quantization)
+                              quantization=args.quantization, cpu_isa=args.cpu_isa)
     rows_list = (1, 2, 4, 8, 16, 64) if device.type == "cuda" else (1, 2, 4, 6, 8, 16)
     if device.type == "cuda":
         runner.capture_graphs({1: max(rows_list), 5: 8}, max_blocks=64)
@@ -62,7 +69,9 @@ def main() -> None:
     runner.run(runner.make_batch(ids, np.array([context]), np.array([0]), tables[:1],
                                  np.array([context - 1])))
     out = {"draft": args.draft, "device": str(device), "graphs": runner.graphs is not None,
-           "quantization": args.quantization,
+           "quantization": args.quantization, "dtype_setting": args.dtype,
+           "cpu_isa_setting": args.cpu_isa, "dtype": str(runner.dtype),
+           "cpu_kernels": runner.cpu_plan.describe() if runner.cpu_plan else None,
            "context_tokens": context, "decode_ms_by_rows": {}, "glue_ms_by_query_len": {}}
     for rows in rows_list:
         batch = runner.make_batch(ids[:rows], np.ones(rows, dtype=np.int64),
@@ -78,6 +87,13 @@ def main() -> None:
         out["kernels"] = kernel_profile(runner, batch)
         out["decode_ms_by_max_context"] = by_max_context(runner, batch, sync)
     print(json.dumps(out, indent=1))
+
+
+def _cap_this_process(cap: str) -> None:
+    """oneDNN and PyTorch read their ISA caps at first use: set them before torch loads."""
+    from vllm_ssd.cpu_isa import cap_environment, detect_cpu_isa
+
+    os.environ.update(cap_environment(detect_cpu_isa(), cap))
 
 
 def kernel_profile(runner, batch, steps: int = 10) -> dict:

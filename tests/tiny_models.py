@@ -130,17 +130,36 @@ def build_noisy_copy(src: Path, out: Path, noise: float, seed: int) -> Path:
     return out
 
 
+def build_bf16_copy(src: Path, out: Path) -> Path:
+    """The same model saved as a bfloat16 checkpoint (like the real Qwen drafts)."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(src, out, dirs_exist_ok=True)
+    weights = {name: t.to(torch.bfloat16) for name, t in
+               load_file(str(src / "model.safetensors")).items()}
+    save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
+    config = json.loads((out / "config.json").read_text())
+    config.pop("dtype", None)
+    config["torch_dtype"] = "bfloat16"
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    return out
+
+
 def build_all(root: Path) -> dict[str, Path]:
     """Builds every tiny model under ``root`` once; returns name -> directory."""
     root.mkdir(parents=True, exist_ok=True)
     paths = {name: root / name for name in
-             [*SPECS, "draft_noisy", "draft_badvocab", "v8_target", "v8_draft", "cyclic_hd64"]}
+             [*SPECS, "draft_noisy", "draft_noisy_bf16", "draft_badvocab", "v8_target", "v8_draft", "cyclic_hd64"]}
     if (root / "DONE").exists():
         return paths
     tokenizer = build_tokenizer(root / "tokenizer")
     for name, spec in SPECS.items():
         build_model(paths[name], tokenizer, *spec)
     build_noisy_copy(paths["target"], paths["draft_noisy"], noise=0.004, seed=7)
+    build_bf16_copy(paths["draft_noisy"], paths["draft_noisy_bf16"])
     build_model(paths["draft_badvocab"], tokenizer, "llama", 64, 2, 2, 1, 128, 5, vocab=VOCAB + 64)
     build_tiny_vocab_pair(root)
     build_cyclic_copy(paths["target_hd64"], paths["cyclic_hd64"], seed=9)

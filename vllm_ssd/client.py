@@ -22,6 +22,7 @@ import zmq
 
 from vllm_ssd import envs
 from vllm_ssd import protocol as P
+from vllm_ssd.cpu_isa import cap_environment, detect_cpu_isa
 from vllm_ssd.settings import SSDSettings
 
 logger = logging.getLogger(__name__)
@@ -95,6 +96,8 @@ class DraftClient:
             # the server sees only its own GPU, so it never touches the target's memory
             env["CUDA_VISIBLE_DEVICES"] = _physical_gpu(settings.draft_device)
             settings = settings.model_copy(update={"draft_device": "cuda:0"})
+        elif settings.draft_device == "cpu":  # a capped ISA caps oneDNN and PyTorch there too
+            env.update(cap_environment(detect_cpu_isa(), settings.draft_cpu_isa))
         # not "-m vllm_ssd.server": that imports a vllm_ssd in the working directory first
         command = [sys.executable, "-c", _SERVER_BOOT, _PACKAGE_ROOT, "--socket", path,
                    "--settings-json", settings.model_dump_json(),

@@ -18,7 +18,8 @@ IPC_TOKEN = "VLLM_SSD_IPC_TOKEN"  # internal: handshake token handed to the draf
 OTHER_VARIABLES = (CONFIG_FILE, MODELS_DIR, IPC_TOKEN)
 
 SETTING_FIELDS = (
-    "draft_model", "draft_device", "draft_dtype", "draft_quantization", "draft_cpus", "mode",
+    "draft_model", "draft_device", "draft_dtype", "draft_quantization", "draft_cpu_isa",
+    "draft_cpus", "mode",
     "fanout_budget", "fanout_r", "saguaro_c", "backup", "build_plan", "build_deadline",
     "prefill_chunk", "ipc_timeout_s", "busy_poll_ms", "startup_timeout_s", "enforce_eager",
     "block_size", "kv_cache_tokens", "sim_hit_rate", "log_interval_s", "seed",

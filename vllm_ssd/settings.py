@@ -29,8 +29,10 @@ class SSDSettings(BaseModel):
     draft_device: str = "auto"  # auto | cpu | cuda | cuda:N
     draft_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     draft_quantization: Literal["auto", "none", "int8"] = "auto"  # int8: W8A8 draft linears
-    # (CPU drafts on AMX CPUs: ~2x faster GEMMs, slightly different drafts, same output);
-    # auto = int8 for a bfloat16 draft on such a CPU, else none
+    # (CPU drafts: slightly different drafts, same output); auto = int8 where a probe at load
+    # times it clearly faster than the fastest float GEMM on this CPU, else none
+    draft_cpu_isa: Literal["auto", "amx", "avx512", "avx2"] = "auto"  # highest x86 ISA tier
+    # the CPU draft's kernels may use (auto: the CPU's own); lower it to take a fallback path
     draft_cpus: str | None = None  # CPU cores of the draft server, e.g. "1" or "2-3,6"
     mode: Literal["ssd", "sd"] = "ssd"  # ssd: speculation cache; sd: draft after each outcome
     fanout_budget: int = Field(8, ge=1, le=64)  # max cached outcomes per request per round

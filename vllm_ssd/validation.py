@@ -106,6 +106,19 @@ def check_quantization(quantization: str, device: str) -> None:
                              f"(draft_device resolved to {device!r})")
 
 
+def check_cpu_isa(cap: str, device: str) -> None:
+    """``draft_cpu_isa`` may lower a CPU draft's ISA tier, never raise it."""
+    if cap == "auto" or device != "cpu":
+        return
+    from vllm_ssd.cpu_isa import detect_cpu_isa
+
+    try:
+        detect_cpu_isa().capped(cap)
+    except ValueError as error:
+        raise SSDConfigError(f"vllm_ssd: unusable SSD setting 'draft_cpu_isa' = {cap!r}: "
+                             f"{error}") from None
+
+
 def validate_for_target(settings: SSDSettings, target_vocab_size: int,
                         num_speculative_tokens, target_gpus: int) -> SSDSettings:
     """Returns the settings with the draft path and device resolved, or raises."""
@@ -120,4 +133,5 @@ def validate_for_target(settings: SSDSettings, target_vocab_size: int,
     check_cpus(settings.draft_cpus)
     device = resolve_device(settings.draft_device, target_gpus)
     check_quantization(settings.draft_quantization, device)
+    check_cpu_isa(settings.draft_cpu_isa, device)
     return settings.model_copy(update={"draft_model": draft_dir, "draft_device": device})

@@ -20,16 +20,23 @@ def metric_values(llm) -> dict[str, float]:
     ("target", "ssd", {**FULL_BUILD, "prefill_chunk": 3}),  # prompts prefilled 3 tokens a round
     ("draft_qwen2", "ssd", {"backup": "neural"}),  # another family, almost nothing accepted
     ("draft_noisy", "sd", {}),  # the draft-after-outcome baseline
-    # W8A8 int8 draft linears (bf16 draft; where the CPU lacks AMX it keeps bf16 GEMMs)
-    ("draft_noisy", "ssd", {"draft_dtype": "bfloat16", "draft_quantization": "int8"}),
+    # W8A8 int8 draft linears: the AMX kernel on AMX CPUs, oneDNN's int8 matmul elsewhere
+    ("draft_noisy_bf16", "ssd", {"draft_quantization": "int8"}),
+    # a bf16 checkpoint on the AVX2 path (oneDNN and PyTorch capped to AVX2 in the server)
+    ("draft_noisy_bf16", "ssd", {"draft_cpu_isa": "avx2"}),
 ])
-def test_greedy_output_is_the_targets(tiny, reference_outputs, draft, mode, settings):
+def test_greedy_output_is_the_targets(tiny, reference_outputs, capfd, draft, mode, settings):
     config = ssd_config(tiny[draft], mode=mode, log_interval_s=0, **settings)
     with make_llm(tiny["target"], speculative_config=config) as llm:
         outputs = token_ids(llm.generate(PROMPTS, greedy(48), use_tqdm=False))
         drafted = metric_values(llm)["vllm:spec_decode_num_draft_tokens"]
     assert outputs == reference_outputs(48)
     assert drafted > 0
+    server_log = capfd.readouterr().err  # the draft server logs its kernel choice
+    if settings.get("draft_cpu_isa") == "avx2":
+        assert "isa avx2 (fast bf16: no)" in server_log
+    if settings.get("draft_quantization") == "int8":
+        assert "int8; GEMM probe" in server_log
 
 
 def test_raw_custom_class_route_with_environment_settings(tiny, reference_outputs, monkeypatch):

@@ -1,63 +1,126 @@
-"""W8A8 int8 draft linears on CPU (vLLM's AMX kernel): close to the bf16 GEMMs, safe on
-empty batches, applied only where the kernel fits; the setting is CPU-only."""
+"""Every CPU linear kind computes the layer (on this CPU where its tier allows it; where it
+does not, the choice never offers it), and a draft forced onto a lower tier's path runs
+the same model: on AVX2 a bfloat16 checkpoint becomes a float32 draft."""
 import numpy as np
 import pytest
 import torch
 
-from vllm_ssd.server.cpu_linear import Int8Linear, PackedLinear, int8_available
+from vllm_ssd.cpu_isa import detect_cpu_isa
+from vllm_ssd.server.cpu_kernel_choice import candidates
+from vllm_ssd.server.cpu_linear import (AmxInt8Linear, OneDnnInt8Linear, OneDnnLinear,
+                                        make_linear)
+from vllm_ssd.server.kernels import Kernels, fused_ops_agree, load_kernels
 from vllm_ssd.server.model_runner import DraftModelRunner
-from vllm_ssd.settings import SSDConfigError
-from vllm_ssd.validation import check_quantization
 
-needs_int8 = pytest.mark.skipif(not int8_available(),
-                                reason="needs vLLM's CPU build on a CPU with AMX tiles")
+THIS_CPU = detect_cpu_isa()
+KINDS = [("torch", torch.float32), ("torch", torch.bfloat16), ("onednn", torch.float32),
+         ("onednn", torch.bfloat16), ("onednn_int8", torch.float32),
+         ("onednn_int8", torch.bfloat16), ("amx_int8", torch.bfloat16)]
 
 
-@needs_int8
-def test_int8_linear_is_close_to_the_bf16_linear():
+@pytest.mark.parametrize("kind,dtype", KINDS)
+def test_each_linear_kind_computes_the_layer_or_is_never_offered(kind, dtype):
+    offered = {(c.linear, c.dtype) for c in candidates([dtype], "auto", THIS_CPU)}
+    if (kind, dtype) not in offered:
+        assert (kind, dtype) in {("onednn", torch.bfloat16), ("amx_int8", torch.bfloat16)}
+        assert kind == "amx_int8" and THIS_CPU.tier != "amx" or not THIS_CPU.fast_bf16
+        return
     generator = torch.Generator().manual_seed(0)
-    weight = (torch.randn(256, 128, generator=generator) * 0.05).bfloat16()  # [N, K]
-    bias = torch.randn(256, generator=generator).bfloat16()
-    x = torch.randn(5, 128, generator=generator).bfloat16()  # [T, K]
-    linear = Int8Linear(weight, bias)
-    expected = torch.nn.functional.linear(x.float(), weight.float(), bias.float())
+    weight = torch.randn(256, 128, generator=generator) * 0.05  # [N, K]
+    bias = torch.randn(256, generator=generator)
+    x = torch.randn(5, 128, generator=generator).to(dtype)  # [T, K]
+    linear = make_linear(kind, weight, bias, dtype)
+    expected = torch.nn.functional.linear(x.float(), weight, bias)
     out = linear(x)
-    assert out.shape == (5, 256) and out.dtype == torch.bfloat16
-    assert (out.float() - expected).norm() / expected.norm() < 0.02
-    assert linear(x[:0]).shape == (0, 256)  # the kernel itself dies (SIGFPE) on T = 0
+    assert out.shape == (5, 256) and out.dtype == dtype
+    tolerance = 0.05 if "int8" in kind else 0.01
+    assert (out.float() - expected).norm() / expected.norm() < tolerance
+    assert linear(x[:0]).shape == (0, 256)  # the AMX kernel itself dies (SIGFPE) on T = 0
 
 
-def _runner(path, dtype: str, quantization: str) -> DraftModelRunner:
+def test_vllm_fused_ops_run_here_and_a_wrong_op_is_refused():
+    cpu = torch.device("cpu")
+    assert load_kernels(cpu, torch.float32).ops is torch.ops._C  # every CPU build has them
+    bf16_fused = fused_ops_agree(torch.ops._C, cpu, torch.bfloat16)
+    assert (load_kernels(cpu, torch.bfloat16).ops is torch.ops._C) == bf16_fused
+    for dtype in (torch.float32, torch.bfloat16):
+        assert fused_ops_agree(_PyTorchAsOps(), cpu, dtype)
+    assert not fused_ops_agree(_PyTorchAsOps(broken=True), cpu, torch.float32)
+    assert load_kernels(torch.device("meta")).ops is None
+
+
+class _PyTorchAsOps:
+    """The fused ops' calling convention over PyTorch (``broken``: a wrong RMSNorm)."""
+
+    def __init__(self, broken: bool = False):
+        self.broken, self.torch_ops = broken, Kernels()
+
+    def rms_norm(self, out, x, weight, eps):
+        out.copy_(x if self.broken else self.torch_ops.rms_norm(x, weight, eps))
+
+    def fused_add_rms_norm(self, x, residual, weight, eps):
+        normed, total = self.torch_ops.add_rms_norm(x.clone(), residual.clone(), weight, eps)
+        x.copy_(normed)
+        residual.copy_(total)
+
+    def silu_and_mul(self, out, gate_up):
+        out.copy_(self.torch_ops.silu_and_mul(gate_up))
+
+    def rotary_embedding(self, positions, q, k, head_size, cos_sin, is_neox):
+        half = cos_sin.shape[1] // 2
+        cos, sin = cos_sin[:, :half].float(), cos_sin[:, half:].float()
+        q3, k3 = q.view(q.shape[0], -1, head_size), k.view(k.shape[0], -1, head_size)
+        new_q, new_k = self.torch_ops.rotary(positions, q3, k3, cos, sin, cos_sin)
+        q3.copy_(new_q)
+        k3.copy_(new_k)
+
+
+def _runner(path, cap: str, dtype: str = "auto", quantization: str = "auto"):
     return DraftModelRunner(str(path), torch.device("cpu"), dtype, num_blocks=16, block_size=4,
-                            max_positions=64, dummy=False, quantization=quantization)
+                            max_positions=64, dummy=False, quantization=quantization,
+                            cpu_isa=cap)
 
 
 def _logits(runner: DraftModelRunner) -> torch.Tensor:
     ids = np.random.default_rng(0).integers(4, 500, size=9)
-    tables = np.arange(16).reshape(1, 16)
-    batch = runner.make_batch(ids, np.array([9]), np.array([0]), tables, np.arange(9))
+    batch = runner.make_batch(ids, np.array([9]), np.array([0]), np.arange(16).reshape(1, 16),
+                              np.arange(9))
     return runner.run(batch)  # [9, V]
 
 
-@needs_int8
-def test_int8_draft_model_tracks_the_bf16_model(tiny):
-    plain, quantized = _runner(tiny["target"], "bfloat16", "none"), \
-        _runner(tiny["target"], "bfloat16", "int8")
-    linears = [m for m in quantized.model.modules() if isinstance(m, (Int8Linear, PackedLinear))]
-    assert linears and all(isinstance(m, Int8Linear) for m in linears)
-    expected, out = _logits(plain), _logits(quantized)
-    assert (out - expected).norm() / expected.norm() < 0.1
-    assert (out.argmax(-1) == expected.argmax(-1)).float().mean() >= 0.75
+def test_a_bf16_draft_on_the_avx2_path_runs_in_float32_and_matches(tiny):
+    import transformers
+
+    avx2 = _runner(tiny["draft_noisy_bf16"], "avx2", quantization="none")
+    assert avx2.cpu_plan.isa.tier == "avx2" and avx2.dtype in (torch.float32, torch.bfloat16)
+    assert avx2.cpu_plan.linear in ("onednn", "torch")
+    assert not any(isinstance(m, (AmxInt8Linear, OneDnnInt8Linear)) for m in avx2.model.modules())
+    if avx2.cpu_plan.linear == "onednn":
+        assert avx2.dtype == torch.float32  # oneDNN has no bf16 matmul on AVX2
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tiny["draft_noisy_bf16"],
+                                                           dtype=torch.float32).eval()
+    ids = np.random.default_rng(0).integers(4, 500, size=9)
+    with torch.no_grad():
+        expected = hf(torch.tensor(ids)[None]).logits[0]
+    tolerance = 1e-3 if avx2.dtype == torch.float32 else 5e-2
+    assert torch.allclose(_logits(avx2), expected, atol=tolerance, rtol=tolerance)
 
 
-def test_int8_leaves_float32_drafts_on_the_bf16_path(tiny):
-    runner = _runner(tiny["draft"], "float32", "int8")
-    assert not any(isinstance(m, Int8Linear) for m in runner.model.modules())
+def test_forced_int8_quantizes_every_layer_on_any_tier(tiny):
+    plain = _logits(_runner(tiny["draft_noisy_bf16"], "avx2", "float32", "none"))
+    for cap in ("auto", "avx2"):
+        runner = _runner(tiny["draft_noisy_bf16"], cap, quantization="int8")
+        assert runner.cpu_plan.linear in ("amx_int8", "onednn_int8")
+        int8 = [m for m in runner.model.modules() if isinstance(m, (AmxInt8Linear,
+                                                                    OneDnnInt8Linear))]
+        assert len(int8) >= 2 * 4 + 1  # qkv, o, gate_up, down per layer (2 layers), lm_head
+        out = _logits(runner)
+        assert (out - plain).norm() / plain.norm() < 0.1
+        assert (out.argmax(-1) == plain.argmax(-1)).float().mean() >= 0.75
 
 
-def test_int8_is_a_cpu_only_setting():
-    check_quantization("int8", "cpu")
-    check_quantization("none", "cuda:1")
-    check_quantization("auto", "cuda:1")
-    with pytest.raises(SSDConfigError, match="'draft_quantization'"):
-        check_quantization("int8", "cuda:1")
+def test_float32_checkpoints_stay_float32_with_a_float_kernel(tiny):
+    runner = _runner(tiny["draft"], "auto", quantization="none")
+    assert runner.dtype == torch.float32 and runner.cpu_plan.linear in ("onednn", "torch")
+    has_onednn = any(isinstance(m, OneDnnLinear) for m in runner.model.modules())
+    assert has_onednn == (runner.cpu_plan.linear == "onednn")

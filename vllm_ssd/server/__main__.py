@@ -99,7 +99,8 @@ def _build_engine(settings: SSDSettings, hello: P.Hello):
     runner = DraftModelRunner(settings.draft_model, device, settings.draft_dtype, num_blocks,
                               settings.block_size, max_len + hello.num_speculative_tokens + 1,
                               dummy=settings.load_format == "dummy",
-                              quantization=settings.draft_quantization)
+                              quantization=settings.draft_quantization,
+                              cpu_isa=settings.draft_cpu_isa)
     if runner.arch.vocab_size != hello.target_vocab_size:
         raise ValueError(f"draft vocabulary {runner.arch.vocab_size} != target "
                          f"{hello.target_vocab_size}")

@@ -1,58 +1,29 @@
-"""Faster CPU matmuls for the draft: vLLM's prepacked CPU GEMMs when available.
+"""The CPU draft's linear layers, one class per GEMM kernel.
 
-A decode step of a small draft is a chain of memory-bound GEMVs. oneDNN with
-prepacked weights streams them about 1.4x faster than ``torch.nn.functional.linear``
-on this project's CPU (measured: 24 Qwen2.5-0.5B MLP weights, 35 vs 52 ms). With
-``draft_quantization="int8"`` the weights are stored as int8 with one scale per output
-channel and the activations are quantized per token on the fly (W8A8, vLLM's AMX
-kernel): half the bytes, about 2x faster again (all Qwen2.5-0.5B linears and its
-lm_head on one core: 39 vs 81 ms). The draft's quality changes slightly, the output
-does not: the target verifies every draft. Without vLLM's CPU build the model keeps
-plain ``nn.Linear``.
+A decode step of a small draft is a chain of memory-bound GEMVs, so the kernel and the
+bytes per weight decide its speed. The kinds, by name:
+
+- ``torch``: ``torch.nn.functional.linear`` (MKL / oneDNN inside PyTorch); runs everywhere.
+- ``onednn``: vLLM's prepacked oneDNN GEMM in the weights' dtype (bfloat16 needs
+  avx512_bf16 or AMX; float32 runs on AVX2).
+- ``onednn_int8``: W8A8 through oneDNN's int8 matmul (per-channel weight scales, per-token
+  activation scales): half the bytes of bfloat16; fast where the CPU has VNNI.
+- ``amx_int8``: the same W8A8 scheme through vLLM's AMX kernel (bfloat16 activations).
+
+The int8 kinds change the drafts slightly, never the output: the target verifies every
+draft. ``cpu_kernel_choice`` decides which kind a model gets.
 """
 from __future__ import annotations
-
-import logging
 
 import torch
 from torch import nn
 
-logger = logging.getLogger(__name__)
+INT8_KINDS = ("amx_int8", "onednn_int8")
+FLOAT_KINDS = ("onednn", "torch")
 
 
-class PackedLinear(nn.Module):
-    def __init__(self, handler, ops, bias: torch.Tensor | None, out_features: int):
-        super().__init__()
-        self.handler = handler
-        self.ops = ops
-        self.bias = bias
-        self.out_features = out_features
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.ops.onednn_mm(self.handler, x, self.bias)
-
-
-class Int8Linear(nn.Module):
-    """W8A8 linear: int8 weight [N, K] (VNNI-packed) with per-channel scales [N]."""
-
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
-        super().__init__()
-        scales = weight.float().abs().amax(dim=1).clamp(min=1e-8) / 127.0  # [N]
-        quantized = (weight.float() / scales[:, None]).round().clamp(-127, 127)
-        self.packed = torch.ops._C.convert_weight_packed(quantized.to(torch.int8))
-        self.scales = scales
-        self.bias = None if bias is None else bias.float()
-        self.out_features = weight.shape[0]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: [T, K] -> [T, N] in x's dtype
-        if x.shape[0] == 0:  # the kernel dies with SIGFPE on an empty batch
-            return x.new_empty((0, self.out_features))
-        return torch.ops._C.int8_scaled_mm_with_quant(x, self.packed, self.scales, self.bias,
-                                                      x.dtype, True)
-
-
-def _onednn_ops():
+def vllm_cpu_ops():
+    """vLLM's ``_custom_ops`` where its CPU build with oneDNN GEMMs is importable, else None."""
     try:
         from vllm import _custom_ops as ops
     except Exception:  # vLLM absent, or a GPU build without these ops
@@ -60,44 +31,110 @@ def _onednn_ops():
     return ops if getattr(ops, "_supports_onednn", False) else None
 
 
-def int8_available() -> bool:
-    """vLLM's W8A8 CPU kernel needs its CPU build and AMX tiles (Sapphire Rapids or newer)."""
-    if _onednn_ops() is None or not hasattr(torch.ops._C, "int8_scaled_mm_with_quant"):
-        return False
-    return bool(torch.cpu._is_amx_tile_supported())
+def _int8_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-output-channel quantisation: int8 [N, K] and float32 scales [N]."""
+    scales = weight.float().abs().amax(dim=1).clamp(min=1e-8) / 127.0  # [N]
+    quantized = (weight.float() / scales[:, None]).round().clamp(-127, 127)
+    return quantized.to(torch.int8), scales
 
 
-def _int8_fits(linear: nn.Linear) -> bool:
-    """The kernel takes bf16 activations and whole tiles (K % 32, N % 16)."""
-    out_features, in_features = linear.weight.shape
-    return linear.weight.dtype == torch.bfloat16 and in_features % 32 == 0 \
-        and out_features % 16 == 0
+class OneDnnLinear(nn.Module):
+    """Prepacked oneDNN GEMM in the weight's dtype."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, ops):
+        super().__init__()
+        self.ops = ops
+        self.handler = ops.create_onednn_mm(weight.t(), 32)  # weight [N, K], packed as [K, N]
+        self.bias = bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [T, K] -> [T, N]
+        return self.ops.onednn_mm(self.handler, x, self.bias)
 
 
-def pack_linears(model: nn.Module, device: torch.device, quantization: str = "auto") -> int:
-    """Replaces every bf16/fp32 ``nn.Linear`` of a CPU model by a prepacked GEMM:
-    W8A8 int8 for bf16 weights of fitting shapes where ``quantization`` is "int8" or
-    "auto" and the kernel is available, else oneDNN."""
-    ops = _onednn_ops() if device.type == "cpu" else None
+class OneDnnInt8Linear(nn.Module):
+    """W8A8 through oneDNN: int8 weight [N, K] (packed), dynamic per-token activation scales."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, ops,
+                 out_dtype: torch.dtype):
+        super().__init__()
+        self.ops = ops
+        quantized, self.scales = _int8_weight(weight)  # the handler reads the scales in place
+        # oneDNN wants the [K, N] view of a row-major [N, K] weight
+        self.handler = ops.create_onednn_scaled_mm(quantized.t(), self.scales, out_dtype, True,
+                                                   False, 32)
+        self.bias = None if bias is None else bias.to(out_dtype)
+        self.out_features, self.out_dtype = weight.shape[0], out_dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [T, K] -> [T, N] in the model's dtype
+        out = torch.empty((x.shape[0], self.out_features), dtype=self.out_dtype)
+        if x.shape[0] == 0:
+            return out
+        x_q, x_scales, _ = self.ops.onednn_scaled_int8_quant(x.contiguous(), None, None, True)
+        return self.ops.onednn_scaled_mm(self.handler, x_q, out, x_scales, None, None, self.bias)
+
+
+class AmxInt8Linear(nn.Module):
+    """W8A8 through vLLM's AMX kernel: int8 weight [N, K] (VNNI-packed), scales [N]."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+        super().__init__()
+        quantized, self.scales = _int8_weight(weight)
+        self.packed = torch.ops._C.convert_weight_packed(quantized)
+        self.bias = None if bias is None else bias.float()
+        self.out_features = weight.shape[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [T, K] bfloat16 -> [T, N]
+        if x.shape[0] == 0:  # the kernel dies with SIGFPE on an empty batch
+            return x.new_empty((0, self.out_features))
+        return torch.ops._C.int8_scaled_mm_with_quant(x, self.packed, self.scales, self.bias,
+                                                      x.dtype, True)
+
+
+def amx_int8_fits(in_features: int, out_features: int, dtype: torch.dtype) -> bool:
+    """The AMX kernel takes bfloat16 activations and whole tiles (K % 32, N % 16)."""
+    return dtype == torch.bfloat16 and in_features % 32 == 0 and out_features % 16 == 0
+
+
+def make_linear(kind: str, weight: torch.Tensor, bias: torch.Tensor | None,
+                dtype: torch.dtype) -> nn.Module:
+    """One linear layer of ``kind`` for a weight [N, K]; raises if the kernel cannot run it."""
+    weight = weight.detach().to(dtype)
+    bias = None if bias is None else bias.detach().to(dtype)
+    if kind == "torch":
+        linear = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None,
+                           device="meta")
+        linear.weight = nn.Parameter(weight, requires_grad=False)
+        if bias is not None:
+            linear.bias = nn.Parameter(bias, requires_grad=False)
+        return linear
+    if kind == "amx_int8":
+        if not hasattr(torch.ops._C, "int8_scaled_mm_with_quant"):
+            raise RuntimeError("vLLM's AMX int8 kernel is not in this build")
+        return AmxInt8Linear(weight, bias)
+    ops = vllm_cpu_ops()
     if ops is None:
-        return 0
-    use_int8 = quantization in ("auto", "int8") and int8_available()
+        raise RuntimeError("vLLM's CPU oneDNN ops are not importable")
+    if kind == "onednn":
+        return OneDnnLinear(weight, bias, ops)
+    if kind == "onednn_int8":
+        return OneDnnInt8Linear(weight, bias, ops, dtype)
+    raise ValueError(f"unknown CPU linear kind {kind!r}")
+
+
+def replace_linears(model: nn.Module, kind: str, dtype: torch.dtype) -> int:
+    """Swaps every ``nn.Linear`` of ``model`` for ``kind`` (``amx_int8`` only where the tile
+    shapes fit; other layers of an int8 model take ``onednn``); returns the count."""
     targets = [(parent, name, child) for parent in model.modules()
-               for name, child in parent.named_children() if isinstance(child, nn.Linear)]
-    num_int8 = 0
+               for name, child in parent.named_children() if type(child) is nn.Linear]
+    if kind == "torch":
+        return len(targets)
     for parent, name, linear in targets:
-        if linear.weight.dtype not in (torch.bfloat16, torch.float32):
-            continue
-        bias = None if linear.bias is None else linear.bias.detach()
-        if use_int8 and _int8_fits(linear):
-            setattr(parent, name, Int8Linear(linear.weight.detach(), bias))
-            num_int8 += 1
-            continue
-        handler = ops.create_onednn_mm(linear.weight.detach().t(), 32)
-        setattr(parent, name, PackedLinear(handler, ops, bias, linear.out_features))
-    logger.info("draft linear layers use prepacked CPU GEMMs (%d layers, %d of them W8A8 "
-                "int8)", len(targets), num_int8)
-    if quantization == "int8" and num_int8 == 0:
-        logger.warning("draft_quantization=int8 found no layer to quantize: it needs vLLM's "
-                       "CPU build on an AMX CPU and bfloat16 weights (draft_dtype)")
+        layer_kind = kind
+        if kind == "amx_int8" and not amx_int8_fits(linear.in_features, linear.out_features,
+                                                    dtype):
+            layer_kind = "onednn"
+        setattr(parent, name, make_linear(layer_kind, linear.weight, linear.bias, dtype))
     return len(targets)

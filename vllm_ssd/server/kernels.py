@@ -67,20 +67,48 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).to(x.dtype)
 
 
-def load_kernels(device: torch.device) -> Kernels:
-    """vLLM's fused ops where its extension runs them on ``device`` (a CUDA build has no
-    CPU kernels: probed with one tiny RMSNorm); PyTorch elsewhere."""
+def load_kernels(device: torch.device, dtype: torch.dtype = torch.float32) -> Kernels:
+    """vLLM's fused ops where its extension runs all of them on ``device`` in ``dtype`` and
+    agrees with PyTorch (a CUDA build has no CPU kernels; a CPU build may lack a dtype on
+    this ISA); PyTorch elsewhere."""
     if device.type not in ("cuda", "cpu"):
         return Kernels()
     try:
         import vllm._custom_ops  # noqa: F401  (loads the extension's ops)
         names = ("rms_norm", "fused_add_rms_norm", "silu_and_mul", "rotary_embedding")
-        if all(hasattr(torch.ops._C, n) for n in names):
-            probe = torch.ones(1, 16, device=device)
-            torch.ops._C.rms_norm(torch.empty_like(probe), probe, probe[0], 1e-6)
+        if all(hasattr(torch.ops._C, n) for n in names) and \
+                fused_ops_agree(torch.ops._C, device, dtype):
             logger.info("draft model uses vLLM's fused %s kernels on %s", " / ".join(names),
                         device.type)
             return Kernels(torch.ops._C)
+        logger.info("vLLM's fused kernels do not run in %s on %s here; using PyTorch ops",
+                    dtype, device.type)
     except Exception as error:  # no compiled vLLM extension (for this device) here
         logger.info("vLLM fused kernels unavailable (%s); using PyTorch ops", error)
     return Kernels()
+
+
+def fused_ops_agree(ops, device: torch.device, dtype: torch.dtype) -> bool:
+    """Runs each fused op of ``ops`` once on a small input and compares it with PyTorch."""
+    fused, reference = Kernels(ops), Kernels()
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 128, generator=generator).to(device, dtype)  # [T, dim]
+    weight = torch.rand(128, generator=generator).to(device, dtype) + 0.5
+    residual = torch.randn(3, 128, generator=generator).to(device, dtype)
+    positions = torch.tensor([0, 5, 9], device=device)
+    angles = torch.outer(torch.arange(16.0), torch.rand(32, generator=generator))  # [16, D/2]
+    cos, sin = angles.cos().to(device), angles.sin().to(device)
+    cos_sin = torch.cat((cos, sin), dim=-1).to(dtype)
+    qk = torch.randn(3, 3, 64, generator=generator).to(device, dtype)  # [T, 1 + 2 heads, D]
+    pairs = [
+        (fused.rms_norm(x, weight, 1e-6), reference.rms_norm(x, weight, 1e-6)),
+        (fused.add_rms_norm(x.clone(), residual.clone(), weight, 1e-6)[0],
+         reference.add_rms_norm(x.clone(), residual.clone(), weight, 1e-6)[0]),
+        (fused.silu_and_mul(x), reference.silu_and_mul(x)),
+        (torch.cat(fused.rotary(positions, qk[:, :1].clone(), qk[:, 1:].clone(), cos, sin,
+                                cos_sin), dim=1),
+         torch.cat(reference.rotary(positions, qk[:, :1], qk[:, 1:], cos, sin, cos_sin), dim=1)),
+    ]
+    tolerance = 1e-4 if dtype == torch.float32 else 5e-2
+    return all(torch.allclose(a.float(), b.float(), atol=tolerance, rtol=tolerance)
+               for a, b in pairs)

@@ -9,7 +9,7 @@ import torch
 from safetensors import safe_open
 
 from vllm_ssd.server.arch import ModelArch
-from vllm_ssd.server.cpu_linear import pack_linears
+from vllm_ssd.server.cpu_linear import replace_linears
 from vllm_ssd.server.kernels import load_kernels
 from vllm_ssd.server.layers import RotaryEmbedding
 from vllm_ssd.server.model import DraftLM
@@ -28,17 +28,17 @@ _FUSED = {
 _LAYER_RE = re.compile(r"^model\.layers\.(\d+)\.(.+)\.(weight|bias)$")
 
 
-def resolve_dtype(name: str, arch: ModelArch, device: torch.device) -> torch.dtype:
-    dtype = _DTYPES.get(arch.torch_dtype if name == "auto" else name, torch.float32)
-    if dtype == torch.float16 and device.type == "cpu":
-        logger.info("float16 is slow on CPU; the draft runs in bfloat16 instead")
-        dtype = torch.bfloat16
-    return dtype
+def resolve_dtype(name: str, arch: ModelArch) -> torch.dtype:
+    """A GPU draft's dtype: ``draft_dtype``, or the checkpoint's (CPU drafts: see
+    ``cpu_kernel_choice``)."""
+    return _DTYPES.get(arch.torch_dtype if name == "auto" else name, torch.float32)
 
 
 def load_draft_model(model_dir: str, arch: ModelArch, dtype: torch.dtype,
                      device: torch.device, max_positions: int, dummy: bool,
-                     quantization: str = "auto") -> DraftLM:
+                     cpu_linear: str = "torch") -> DraftLM:
+    """The draft in ``dtype`` on ``device``; on a CPU its linear layers become ``cpu_linear``
+    (a kind of ``cpu_linear.py``, chosen by ``cpu_kernel_choice``)."""
     with torch.device("meta"):
         model = DraftLM(arch, max_positions)
     model = model.to_empty(device=device).to(dtype)
@@ -50,8 +50,9 @@ def load_draft_model(model_dir: str, arch: ModelArch, dtype: torch.dtype,
     if arch.tie_word_embeddings:
         model.lm_head.weight = model.embed_tokens.weight
     model = model.eval().requires_grad_(False)
-    model.use_kernels(load_kernels(device))
-    pack_linears(model, device, quantization)
+    model.use_kernels(load_kernels(device, dtype))
+    if device.type == "cpu":
+        replace_linears(model, cpu_linear, dtype)
     return model
 
 

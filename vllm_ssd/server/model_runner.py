@@ -12,6 +12,7 @@ from vllm_ssd.server.attention_cuda import FlashPagedAttention, flash_attention_
 from vllm_ssd.server.batch import TokenBatch, make_token_batch
 from vllm_ssd.server.device_clock import to_device
 from vllm_ssd.server.loader import load_draft_model, resolve_dtype
+from vllm_ssd.server.cpu_kernel_choice import CpuKernelPlan, choose_cpu_kernels
 
 logger = logging.getLogger(__name__)
 
@@ -19,14 +20,19 @@ logger = logging.getLogger(__name__)
 class DraftModelRunner:
     def __init__(self, model_dir: str, device: torch.device, dtype_name: str,
                  num_blocks: int, block_size: int, max_positions: int, dummy: bool,
-                 quantization: str = "auto"):
+                 quantization: str = "auto", cpu_isa: str = "auto"):
         self.arch = ModelArch.from_dir(model_dir)
         self.device = device
-        self.dtype = resolve_dtype(dtype_name, self.arch, device)
+        self.cpu_plan: CpuKernelPlan | None = None
+        if device.type == "cpu":
+            self.cpu_plan = _cpu_plan(self.arch, dtype_name, quantization, cpu_isa)
+            self.dtype = self.cpu_plan.dtype
+        else:
+            self.dtype = resolve_dtype(dtype_name, self.arch)
         self.block_size = block_size
         self.num_blocks = num_blocks
-        self.model = load_draft_model(model_dir, self.arch, self.dtype, device,
-                                      max_positions, dummy, quantization)
+        self.model = load_draft_model(model_dir, self.arch, self.dtype, device, max_positions,
+                                      dummy, self.cpu_plan.linear if self.cpu_plan else "torch")
         # [layers, 2 (key/value), num_blocks, block_size, kv_heads, head_dim]
         self.kv_cache = torch.zeros(
             self.arch.num_layers, 2, num_blocks, block_size, self.arch.num_kv_heads,
@@ -76,3 +82,13 @@ class DraftModelRunner:
         src_t = to_device(src.astype(np.int64), self.device)
         dst_t = to_device(dst.astype(np.int64), self.device)
         self.kv_cache[:, :, dst_t] = self.kv_cache[:, :, src_t]
+
+
+def _cpu_plan(arch: ModelArch, dtype_name: str, quantization: str, cpu_isa: str) -> CpuKernelPlan:
+    from vllm_ssd.cpu_isa import detect_cpu_isa
+
+    isa = detect_cpu_isa().capped(cpu_isa)
+    widest = (2 * arch.intermediate_size, arch.hidden_size)  # the fused gate/up projection
+    plan = choose_cpu_kernels(isa, arch.torch_dtype, dtype_name, quantization, widest)
+    logger.info("draft CPU kernels: %s", plan.describe())
+    return plan

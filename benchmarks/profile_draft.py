@@ -45,6 +45,9 @@ def main() -> None:
     parser.add_argument("--kernels", action="store_true",
                         help="CUDA: per-kernel times of one branch-decode step (eager and graph) "
                         "and the graph step's time by the attention's max context length")
+    parser.add_argument("--ablations", action="store_true",
+                        help="CUDA: branch-step times with FA3 split counts 0/1/4 and the fused "
+                        "rotary + KV write on/off, at contexts 300 and 1000")
     args = parser.parse_args()
     if args.device == "cpu" and args.cpu_isa != "auto":
         _cap_this_process(args.cpu_isa)
@@ -86,6 +89,8 @@ def main() -> None:
                                   tables[:1], np.arange(1))
         out["kernels"] = kernel_profile(runner, batch)
         out["decode_ms_by_max_context"] = by_max_context(runner, batch, sync)
+    if args.ablations and device.type == "cuda":
+        out["ablations"] = ablations(runner, ids, tables, sync)
     print(json.dumps(out, indent=1))
 
 
@@ -119,6 +124,33 @@ def kernel_profile(runner, batch, steps: int = 10) -> dict:
                         "top": [[k[:90], round(c, 1), round(t, 1)] for k, c, t in rows[:25]]}
     runner.graphs = graphs
     return result
+
+
+def ablations(runner, ids, tables, sync) -> dict:
+    """Graph step times (ms) by (FA3 num_splits, fused rotary + KV write) at 1 and 64 rows,
+    contexts 300 and 1000 tokens."""
+    from vllm_ssd.server.attention_cuda import FlashPagedAttention
+
+    backend, out = runner.backend, {}
+    fused, splits = backend.rope_and_cache, FlashPagedAttention.num_splits
+    long_ids = np.resize(ids, 1000)
+    runner.run(runner.make_batch(long_ids, np.array([1000]), np.array([0]), tables[:1],
+                                 np.array([999])))
+    for num_splits in (0, 1, 4):
+        for use_fused in (True, False):
+            FlashPagedAttention.num_splits = num_splits
+            backend.rope_and_cache = fused if use_fused else None
+            runner.capture_graphs({1: 64}, max_blocks=64)
+            for rows in (1, 64):
+                for context in (300, 1000):
+                    batch = runner.make_batch(ids[:rows], np.ones(rows, dtype=np.int64),
+                                              np.full(rows, context), tables[:rows],
+                                              np.arange(rows))
+                    key = f"splits={num_splits} fused_rope={use_fused} rows={rows} ctx={context}"
+                    out[key] = timed(lambda: runner.run(batch), sync)
+    FlashPagedAttention.num_splits, backend.rope_and_cache = splits, fused
+    runner.capture_graphs({1: 64, 5: 8}, max_blocks=64)
+    return out
 
 
 def by_max_context(runner, batch, sync) -> dict:

@@ -30,6 +30,8 @@ class PaddedAttentionMetadata:
 
 
 class TorchPagedAttention:
+    rope_and_cache = None  # rotary runs apart (see Attention.forward)
+
     def __init__(self, block_size: int):
         self.block_size = block_size
 

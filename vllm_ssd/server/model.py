@@ -36,6 +36,10 @@ class Attention(nn.Module):
         v = v.view(-1, self.num_kv_heads, self.head_dim)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
+        elif backend.rope_and_cache is not None:  # rotary and KV write in one kernel
+            out = backend.rotary_forward(q, k, v, positions, rotary.cos_sin, kv_cache[0],
+                                         kv_cache[1], meta, self.scale)
+            return self.o_proj(out.reshape(-1, self.q_size))
         q, k = rotary(positions, q, k)
         out = backend.forward(q, k, v, kv_cache[0], kv_cache[1], meta, self.scale)
         return self.o_proj(out.reshape(-1, self.q_size))

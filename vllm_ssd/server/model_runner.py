@@ -39,7 +39,9 @@ class DraftModelRunner:
             self.arch.head_dim, dtype=self.dtype, device=device)
         self.max_positions = max_positions
         if flash_attention_available(device, self.dtype):
-            self.backend = FlashPagedAttention(block_size, device)
+            self.backend = FlashPagedAttention(block_size, device, self.dtype,
+                                               self.arch.num_heads, self.arch.num_kv_heads,
+                                               self.arch.head_dim)
         else:
             self.backend = TorchPagedAttention(block_size)
         self.graphs = None

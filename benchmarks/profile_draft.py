@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -49,6 +50,7 @@ def main() -> None:
                         help="CUDA: branch-step times with FA3 split counts 0/1/4 and the fused "
                         "rotary + KV write on/off, at contexts 300 and 1000")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(name)s %(levelname)s %(message)s")
     if args.device == "cpu" and args.cpu_isa != "auto":
         _cap_this_process(args.cpu_isa)
     import torch

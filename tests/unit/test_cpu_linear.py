@@ -9,7 +9,7 @@ from vllm_ssd.cpu_isa import detect_cpu_isa
 from vllm_ssd.server.cpu_kernel_choice import candidates
 from vllm_ssd.server.cpu_linear import (AmxInt8Linear, OneDnnInt8Linear, OneDnnLinear,
                                         make_linear)
-from vllm_ssd.server.kernels import Kernels, fused_ops_agree, load_kernels
+from vllm_ssd.server.kernels import FUSED_OPS, Kernels, agreeing_ops, load_kernels
 from vllm_ssd.server.model_runner import DraftModelRunner
 
 THIS_CPU = detect_cpu_isa()
@@ -40,12 +40,17 @@ def test_each_linear_kind_computes_the_layer_or_is_never_offered(kind, dtype):
 
 def test_vllm_fused_ops_run_here_and_a_wrong_op_is_refused():
     cpu = torch.device("cpu")
-    assert load_kernels(cpu, torch.float32).ops is torch.ops._C  # every CPU build has them
-    bf16_fused = fused_ops_agree(torch.ops._C, cpu, torch.bfloat16)
-    assert (load_kernels(cpu, torch.bfloat16).ops is torch.ops._C) == bf16_fused
+    assert load_kernels(cpu, torch.float32).fused == frozenset(FUSED_OPS)  # every CPU build
+    bf16_fused = agreeing_ops(torch.ops._C, cpu, torch.bfloat16)
+    assert load_kernels(cpu, torch.bfloat16).fused == bf16_fused
     for dtype in (torch.float32, torch.bfloat16):
-        assert fused_ops_agree(_PyTorchAsOps(), cpu, dtype)
-    assert not fused_ops_agree(_PyTorchAsOps(broken=True), cpu, torch.float32)
+        assert agreeing_ops(_PyTorchAsOps(), cpu, dtype) == frozenset(FUSED_OPS)
+    broken = agreeing_ops(_PyTorchAsOps(broken=True), cpu, torch.float32)
+    assert broken == frozenset(FUSED_OPS) - {"rms_norm"}
+    kernels = Kernels(_PyTorchAsOps(broken=True), broken)  # the wrong op is not used
+    x = torch.randn(2, 128)
+    assert torch.allclose(kernels.rms_norm(x, torch.ones(128), 1e-6),
+                          Kernels().rms_norm(x, torch.ones(128), 1e-6))
     assert load_kernels(torch.device("meta")).ops is None
 
 
@@ -88,22 +93,36 @@ def _logits(runner: DraftModelRunner) -> torch.Tensor:
     return runner.run(batch)  # [9, V]
 
 
-def test_a_bf16_draft_on_the_avx2_path_runs_in_float32_and_matches(tiny):
+@pytest.mark.parametrize("fastest", ["onednn/float32", "torch/float32", "torch/bfloat16"])
+def test_a_bf16_draft_on_the_avx2_path_runs_what_the_probe_found_fastest(tiny, monkeypatch,
+                                                                         fastest):
     import transformers
 
+    from vllm_ssd.server import cpu_kernel_choice
+
+    real_timer = cpu_kernel_choice.time_candidate
+
+    def timer(candidate, out_features, in_features):
+        real_timer(candidate, out_features, in_features)  # builds and checks the kernel
+        return 1.0 if candidate.label() == fastest else 2.0
+    monkeypatch.setattr(cpu_kernel_choice, "time_candidate", timer)
     avx2 = _runner(tiny["draft_noisy_bf16"], "avx2", quantization="none")
-    assert avx2.cpu_plan.isa.tier == "avx2" and avx2.dtype in (torch.float32, torch.bfloat16)
-    assert avx2.cpu_plan.linear in ("onednn", "torch")
-    assert not any(isinstance(m, (AmxInt8Linear, OneDnnInt8Linear)) for m in avx2.model.modules())
-    if avx2.cpu_plan.linear == "onednn":
-        assert avx2.dtype == torch.float32  # oneDNN has no bf16 matmul on AVX2
+    assert avx2.cpu_plan.isa.tier == "avx2"
+    assert set(avx2.cpu_plan.probe_ms) == {"onednn/float32", "torch/float32", "torch/bfloat16"}
+    assert f"{avx2.cpu_plan.linear}/{str(avx2.dtype)[6:]}" == fastest
+    assert any(isinstance(m, OneDnnLinear) for m in avx2.model.modules()) == \
+        fastest.startswith("onednn")
     hf = transformers.AutoModelForCausalLM.from_pretrained(tiny["draft_noisy_bf16"],
                                                            dtype=torch.float32).eval()
     ids = np.random.default_rng(0).integers(4, 500, size=9)
     with torch.no_grad():
         expected = hf(torch.tensor(ids)[None]).logits[0]
-    tolerance = 1e-3 if avx2.dtype == torch.float32 else 5e-2
-    assert torch.allclose(_logits(avx2), expected, atol=tolerance, rtol=tolerance)
+    out = _logits(avx2)
+    if avx2.dtype == torch.float32:
+        assert torch.allclose(out, expected, atol=1e-3, rtol=1e-3)
+    else:
+        assert (out - expected).norm() / expected.norm() < 0.05
+        assert (out.argmax(-1) == expected.argmax(-1)).float().mean() >= 0.75
 
 
 def test_forced_int8_quantizes_every_layer_on_any_tier(tiny):

@@ -99,8 +99,9 @@ def time_candidate(candidate: Candidate, out_features: int, in_features: int) ->
 
 def choose_cpu_kernels(isa: CpuIsa, checkpoint_dtype: str, requested_dtype: str,
                        quantization: str, layer_shape: tuple[int, int],
-                       timer=time_candidate) -> CpuKernelPlan:
-    """The fastest candidate that runs here (``timer`` is injectable for tests)."""
+                       timer=None) -> CpuKernelPlan:
+    """The fastest candidate that runs here (``timer``: ``time_candidate`` unless given)."""
+    timer = timer or time_candidate
     dtypes = candidate_dtypes(checkpoint_dtype, requested_dtype, isa)
     timings: dict[Candidate, float] = {}
     for candidate in candidates(dtypes, quantization, isa):

@@ -16,13 +16,19 @@ import torch.nn.functional as F
 logger = logging.getLogger(__name__)
 
 
+FUSED_OPS = ("rms_norm", "fused_add_rms_norm", "silu_and_mul", "rotary_embedding")
+
+
 class Kernels:
-    def __init__(self, ops=None):
-        self.ops = ops  # torch.ops._C of vLLM's compiled extension, or None for PyTorch
+    def __init__(self, ops=None, fused: frozenset[str] = frozenset(FUSED_OPS)):
+        """ops: torch.ops._C of vLLM's compiled extension (None: PyTorch throughout);
+        fused: the names of its ops to use, the others run in PyTorch."""
+        self.ops = ops
+        self.fused = fused if ops is not None else frozenset()
 
     def rms_norm(self, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
         # x: [..., dim]
-        if self.ops is not None:
+        if "rms_norm" in self.fused:
             flat = x.reshape(-1, x.shape[-1]).contiguous()
             out = torch.empty_like(flat)
             self.ops.rms_norm(out, flat, weight, eps)
@@ -34,7 +40,7 @@ class Kernels:
     def add_rms_norm(self, x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor,
                      eps: float) -> tuple[torch.Tensor, torch.Tensor]:
         """(rms_norm(x + residual), x + residual); x [T, dim] and residual are consumed."""
-        if self.ops is not None:
+        if "fused_add_rms_norm" in self.fused:
             self.ops.fused_add_rms_norm(x, residual, weight, eps)  # in place
             return x, residual
         residual = residual + x
@@ -42,7 +48,7 @@ class Kernels:
 
     def silu_and_mul(self, gate_up: torch.Tensor) -> torch.Tensor:
         # gate_up: [T, 2 * I] -> [T, I]
-        if self.ops is not None:
+        if "silu_and_mul" in self.fused:
             out = gate_up.new_empty(gate_up.shape[0], gate_up.shape[1] // 2)
             self.ops.silu_and_mul(out, gate_up.contiguous())
             return out
@@ -53,7 +59,7 @@ class Kernels:
                cos: torch.Tensor, sin: torch.Tensor, cos_sin: torch.Tensor):
         # q: [T, H, D]; k: [T, Hkv, D] (views into the fused qkv output, rotated in place);
         # cos, sin: [max_pos, D/2] float32; cos_sin: [max_pos, D] in the model's dtype
-        if self.ops is not None:
+        if "rotary_embedding" in self.fused:
             q_flat, k_flat = q.view(q.shape[0], -1), k.view(k.shape[0], -1)  # views, no copy
             self.ops.rotary_embedding(positions, q_flat, k_flat, q.shape[-1], cos_sin, True)
             return q, k
@@ -68,28 +74,27 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
 
 
 def load_kernels(device: torch.device, dtype: torch.dtype = torch.float32) -> Kernels:
-    """vLLM's fused ops where its extension runs all of them on ``device`` in ``dtype`` and
-    agrees with PyTorch (a CUDA build has no CPU kernels; a CPU build may lack a dtype on
-    this ISA); PyTorch elsewhere."""
+    """vLLM's fused ops where its extension runs them on ``device`` in ``dtype`` and agrees
+    with PyTorch, op by op (a CUDA build has no CPU kernels; a CPU build may lack a dtype on
+    this ISA); PyTorch for the rest."""
     if device.type not in ("cuda", "cpu"):
         return Kernels()
     try:
         import vllm._custom_ops  # noqa: F401  (loads the extension's ops)
-        names = ("rms_norm", "fused_add_rms_norm", "silu_and_mul", "rotary_embedding")
-        if all(hasattr(torch.ops._C, n) for n in names) and \
-                fused_ops_agree(torch.ops._C, device, dtype):
-            logger.info("draft model uses vLLM's fused %s kernels on %s", " / ".join(names),
-                        device.type)
-            return Kernels(torch.ops._C)
-        logger.info("vLLM's fused kernels do not run in %s on %s here; using PyTorch ops",
-                    dtype, device.type)
-    except Exception as error:  # no compiled vLLM extension (for this device) here
-        logger.info("vLLM fused kernels unavailable (%s); using PyTorch ops", error)
-    return Kernels()
+    except Exception as error:  # no compiled vLLM extension here
+        logger.info("vLLM fused kernels unavailable (%s); using PyTorch ops",
+                    type(error).__name__)
+        return Kernels()
+    fused = agreeing_ops(torch.ops._C, device, dtype)
+    logger.info("draft model on %s in %s: vLLM's fused %s; PyTorch %s", device.type, dtype,
+                " / ".join(sorted(fused)) or "none",
+                " / ".join(n for n in FUSED_OPS if n not in fused) or "for none")
+    return Kernels(torch.ops._C, fused) if fused else Kernels()
 
 
-def fused_ops_agree(ops, device: torch.device, dtype: torch.dtype) -> bool:
-    """Runs each fused op of ``ops`` once on a small input and compares it with PyTorch."""
+def agreeing_ops(ops, device: torch.device, dtype: torch.dtype) -> frozenset[str]:
+    """Runs each fused op of ``ops`` once on a small input; returns those that run and agree
+    with PyTorch."""
     fused, reference = Kernels(ops), Kernels()
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(3, 128, generator=generator).to(device, dtype)  # [T, dim]
@@ -100,15 +105,26 @@ def fused_ops_agree(ops, device: torch.device, dtype: torch.dtype) -> bool:
     cos, sin = angles.cos().to(device), angles.sin().to(device)
     cos_sin = torch.cat((cos, sin), dim=-1).to(dtype)
     qk = torch.randn(3, 3, 64, generator=generator).to(device, dtype)  # [T, 1 + 2 heads, D]
-    pairs = [
-        (fused.rms_norm(x, weight, 1e-6), reference.rms_norm(x, weight, 1e-6)),
-        (fused.add_rms_norm(x.clone(), residual.clone(), weight, 1e-6)[0],
-         reference.add_rms_norm(x.clone(), residual.clone(), weight, 1e-6)[0]),
-        (fused.silu_and_mul(x), reference.silu_and_mul(x)),
-        (torch.cat(fused.rotary(positions, qk[:, :1].clone(), qk[:, 1:].clone(), cos, sin,
-                                cos_sin), dim=1),
-         torch.cat(reference.rotary(positions, qk[:, :1], qk[:, 1:], cos, sin, cos_sin), dim=1)),
-    ]
+    checks = {
+        "rms_norm": lambda k: k.rms_norm(x, weight, 1e-6),
+        "fused_add_rms_norm": lambda k: k.add_rms_norm(x.clone(), residual.clone(), weight,
+                                                       1e-6)[0],
+        "silu_and_mul": lambda k: k.silu_and_mul(x),
+        "rotary_embedding": lambda k: torch.cat(k.rotary(
+            positions, qk[:, :1].clone(), qk[:, 1:].clone(), cos, sin, cos_sin), dim=1),
+    }
     tolerance = 1e-4 if dtype == torch.float32 else 5e-2
-    return all(torch.allclose(a.float(), b.float(), atol=tolerance, rtol=tolerance)
-               for a, b in pairs)
+    agreeing = set()
+    for name, run in checks.items():
+        try:
+            got, expected = run(fused).float(), run(reference).float()
+        except Exception as error:  # the op is missing or fails for this device / dtype
+            logger.info("vLLM's %s fails in %s on %s: %s", name, dtype, device.type,
+                        str(error).splitlines()[0] if str(error) else type(error).__name__)
+            continue
+        if torch.allclose(got, expected, atol=tolerance, rtol=tolerance):
+            agreeing.add(name)
+        else:
+            logger.info("vLLM's %s disagrees with PyTorch in %s on %s (max |diff| %.3g)",
+                        name, dtype, device.type, float((got - expected).abs().max()))
+    return frozenset(agreeing)

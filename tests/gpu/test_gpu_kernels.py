@@ -1,6 +1,6 @@
 """GPU draft kernels: the fused rotary + KV-cache write matches the unfused ops, and CUDA
-graph steps (fused kernel, FA3 scheduled once per step, one split) give the logits of
-eager unfused steps (marker ``gpu``; skipped with the reason where no CUDA GPU is present)."""
+graph steps (fused kernel, one FA3 split) give the logits of eager unfused steps
+(marker ``gpu``; skipped with the reason where no CUDA GPU is present)."""
 from __future__ import annotations
 
 import numpy as np
@@ -34,7 +34,7 @@ def test_fused_rope_and_cache_matches_the_reference():
 
 
 def _logits(runner, ids, rows: int, context: int) -> torch.Tensor:
-    tables = np.arange(rows * 8).reshape(rows, 8)
+    tables = 1 + np.arange(rows * 8).reshape(rows, 8)
     batch = runner.make_batch(ids[:rows], np.ones(rows, dtype=np.int64), np.full(rows, context),
                               tables, np.arange(rows))
     return runner.run(batch)  # [rows, V]
@@ -47,8 +47,8 @@ def test_graph_steps_give_the_logits_of_eager_unfused_steps(tiny):
                               num_blocks=128, block_size=16, max_positions=256, dummy=False)
     assert runner.backend.rope_and_cache is not None
     ids = np.random.default_rng(0).integers(4, 500, size=64)
-    for row in range(4):  # four sequences of 40 tokens, prefilled eagerly
-        tables = np.arange(row * 8, row * 8 + 8).reshape(1, 8)
+    for row in range(4):  # four sequences of 40 tokens, prefilled eagerly (block 0 is kept
+        tables = np.arange(1 + row * 8, 1 + row * 8 + 8).reshape(1, 8)  # for graph padding)
         runner.run(runner.make_batch(ids[:40], np.array([40]), np.array([0]), tables,
                                      np.array([39])))
     eager = _logits(runner, ids, 4, 40)

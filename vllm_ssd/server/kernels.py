@@ -104,14 +104,14 @@ def agreeing_ops(ops, device: torch.device, dtype: torch.dtype) -> frozenset[str
     angles = torch.outer(torch.arange(16.0), torch.rand(32, generator=generator))  # [16, D/2]
     cos, sin = angles.cos().to(device), angles.sin().to(device)
     cos_sin = torch.cat((cos, sin), dim=-1).to(dtype)
-    qk = torch.randn(3, 3, 64, generator=generator).to(device, dtype)  # [T, 1 + 2 heads, D]
+    qk = torch.randn(3, 3, 64, generator=generator).to(device, dtype)  # [T, 2 + 1 heads, D]
     checks = {
         "rms_norm": lambda k: k.rms_norm(x, weight, 1e-6),
         "fused_add_rms_norm": lambda k: k.add_rms_norm(x.clone(), residual.clone(), weight,
                                                        1e-6)[0],
         "silu_and_mul": lambda k: k.silu_and_mul(x),
         "rotary_embedding": lambda k: torch.cat(k.rotary(
-            positions, qk[:, :1].clone(), qk[:, 1:].clone(), cos, sin, cos_sin), dim=1),
+            positions, qk[:, :2].clone(), qk[:, 2:].clone(), cos, sin, cos_sin), dim=1),
     }
     tolerance = 1e-4 if dtype == torch.float32 else 5e-2
     agreeing = set()

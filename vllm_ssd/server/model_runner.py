@@ -40,7 +40,6 @@ class DraftModelRunner:
         self.max_positions = max_positions
         if flash_attention_available(device, self.dtype):
             self.backend = FlashPagedAttention(block_size, device, self.dtype,
-                                               self.arch.num_heads, self.arch.num_kv_heads,
                                                self.arch.head_dim)
         else:
             self.backend = TorchPagedAttention(block_size)

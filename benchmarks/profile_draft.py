@@ -55,7 +55,7 @@ def main() -> None:
         _cap_this_process(args.cpu_isa)
     import torch
 
-    from vllm_ssd.server.model_runner import DraftModelRunner
+    from vllm_ssd.server.device.model_runner import DraftModelRunner
 
     device = torch.device(args.device)
     if device.type == "cpu":
@@ -131,7 +131,7 @@ def kernel_profile(runner, batch, steps: int = 10) -> dict:
 def ablations(runner, ids, tables, sync) -> dict:
     """Graph step times (ms) by (FA3 num_splits, fused rotary + KV write) at 1 and 64 rows,
     contexts 300 and 1000 tokens."""
-    from vllm_ssd.server.attention_cuda import FlashPagedAttention
+    from vllm_ssd.server.kv.attention_cuda import FlashPagedAttention
 
     backend, out = runner.backend, {}
     fused, splits = backend.rope_and_cache, FlashPagedAttention.num_splits
@@ -158,7 +158,7 @@ def ablations(runner, ids, tables, sync) -> dict:
 def by_max_context(runner, batch, sync) -> dict:
     """Graph replay time of a one-row decode step captured at several max context lengths
     (FlashAttention's split heuristics read it)."""
-    from vllm_ssd.server.cuda_graphs import CudaGraphRunner
+    from vllm_ssd.server.device.cuda_graphs import CudaGraphRunner
 
     graphs, out = runner.graphs, {}
     for max_context in (512, 2048, runner.max_positions):

@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from vllm_ssd.server.arch import ModelArch
+from vllm_ssd.server.model.arch import ModelArch
 from vllm_ssd.settings import SSDConfigError, SSDSettings
 
 MAX_SPECULATIVE_TOKENS = 16

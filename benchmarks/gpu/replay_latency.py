@@ -43,7 +43,7 @@ def measure(runner, ids, tables, query_len: int, rows: int, repeats: int = 30) -
 def main() -> None:
     import torch
 
-    from vllm_ssd.server.model_runner import DraftModelRunner
+    from vllm_ssd.server.device.model_runner import DraftModelRunner
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--draft", default="benchmarks/gpu/configs/qwen2.5-0.5b")

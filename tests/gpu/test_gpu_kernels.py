@@ -12,7 +12,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 
 
 def test_fused_rope_and_cache_matches_the_reference():
-    from vllm_ssd.server.rope_cache_cuda import fused_rope_and_cache, rope_and_cache_reference
+    from vllm_ssd.server.model.rope_cache_cuda import fused_rope_and_cache, rope_and_cache_reference
 
     device = torch.device("cuda")
     fused = fused_rope_and_cache(device, torch.bfloat16, 64)
@@ -41,7 +41,7 @@ def _logits(runner, ids, rows: int, context: int) -> torch.Tensor:
 
 
 def test_graph_steps_give_the_logits_of_eager_unfused_steps(tiny):
-    from vllm_ssd.server.model_runner import DraftModelRunner
+    from vllm_ssd.server.device.model_runner import DraftModelRunner
 
     runner = DraftModelRunner(str(tiny["draft_hd64"]), torch.device("cuda"), "bfloat16",
                               num_blocks=128, block_size=16, max_positions=256, dummy=False)

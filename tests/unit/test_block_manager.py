@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from vllm_ssd.server.block_manager import BlockManager, OutOfBlocks
+from vllm_ssd.server.kv.block_manager import BlockManager, OutOfBlocks
 from vllm_ssd.server.state import RequestTable
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from vllm_ssd.cpu_isa import CpuIsa
-from vllm_ssd.server.cpu_kernel_choice import (INT8_MARGIN, Candidate, candidate_dtypes,
+from vllm_ssd.server.model.cpu_kernel_choice import (INT8_MARGIN, Candidate, candidate_dtypes,
                                                candidates, choose_cpu_kernels)
 from vllm_ssd.settings import SSDConfigError
 

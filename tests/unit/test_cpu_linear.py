@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from vllm_ssd.cpu_isa import detect_cpu_isa
-from vllm_ssd.server.cpu_kernel_choice import candidates
-from vllm_ssd.server.cpu_linear import (AmxInt8Linear, OneDnnInt8Linear, OneDnnLinear,
+from vllm_ssd.server.model.cpu_kernel_choice import candidates
+from vllm_ssd.server.model.cpu_linear import (AmxInt8Linear, OneDnnInt8Linear, OneDnnLinear,
                                         make_linear)
-from vllm_ssd.server.kernels import FUSED_OPS, Kernels, agreeing_ops, load_kernels
-from vllm_ssd.server.model_runner import DraftModelRunner
+from vllm_ssd.server.model.kernels import FUSED_OPS, Kernels, agreeing_ops, load_kernels
+from vllm_ssd.server.device.model_runner import DraftModelRunner
 
 THIS_CPU = detect_cpu_isa()
 KINDS = [("torch", torch.float32), ("torch", torch.bfloat16), ("onednn", torch.float32),
@@ -98,7 +98,7 @@ def test_a_bf16_draft_on_the_avx2_path_runs_what_the_probe_found_fastest(tiny, m
                                                                          fastest):
     import transformers
 
-    from vllm_ssd.server import cpu_kernel_choice
+    from vllm_ssd.server.model import cpu_kernel_choice
 
     real_timer = cpu_kernel_choice.time_candidate
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from vllm_ssd.server.model_runner import DraftModelRunner
+from vllm_ssd.server.device.model_runner import DraftModelRunner
 
 
 @pytest.mark.parametrize("name", ["target", "draft_qwen2", "draft_qwen3"])
@@ -50,7 +50,7 @@ def test_fused_kernels_match_the_pytorch_ops(tiny, name):
     build). Qwen3 rotates normed q/k; the others rotate strided views of the qkv output."""
     import vllm._custom_ops  # noqa: F401  (loads torch.ops._C)
 
-    from vllm_ssd.server.kernels import Kernels
+    from vllm_ssd.server.model.kernels import Kernels
 
     runner = DraftModelRunner(str(tiny[name]), torch.device("cpu"), "auto",
                               num_blocks=32, block_size=4, max_positions=128, dummy=False)

@@ -4,9 +4,9 @@ over the same KV."""
 import numpy as np
 import torch
 
-from vllm_ssd.server.block_manager import BlockManager
+from vllm_ssd.server.kv.block_manager import BlockManager
 from vllm_ssd.server.drafter import Drafter
-from vllm_ssd.server.model_runner import DraftModelRunner
+from vllm_ssd.server.device.model_runner import DraftModelRunner
 from vllm_ssd.server.state import RequestTable
 
 K = 4

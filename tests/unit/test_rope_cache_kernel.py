@@ -8,7 +8,7 @@ import sys
 
 CHECK = """
 import torch
-from vllm_ssd.server.rope_cache_cuda import (RopeAndCache, _agrees, _build_kernel,
+from vllm_ssd.server.model.rope_cache_cuda import (RopeAndCache, _agrees, _build_kernel,
                                              rope_and_cache_reference)
 fused = RopeAndCache(_build_kernel())
 for head_dim in (64, 128):
@@ -32,8 +32,8 @@ MODEL_CHECK = """
 import sys
 import numpy as np
 import torch
-from vllm_ssd.server.model_runner import DraftModelRunner
-from vllm_ssd.server.rope_cache_cuda import RopeAndCache, _build_kernel
+from vllm_ssd.server.device.model_runner import DraftModelRunner
+from vllm_ssd.server.model.rope_cache_cuda import RopeAndCache, _build_kernel
 
 runner = DraftModelRunner(sys.argv[1], torch.device("cpu"), "float32", num_blocks=64,
                           block_size=16, max_positions=256, dummy=False, quantization="none")

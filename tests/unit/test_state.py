@@ -1,7 +1,7 @@
 """Outcomes derived from committed-token deltas, and draft-KV validity along the path."""
 import numpy as np
 
-from vllm_ssd.server.block_manager import BlockManager
+from vllm_ssd.server.kv.block_manager import BlockManager
 from vllm_ssd.server.state import RequestTable
 
 

@@ -80,7 +80,7 @@ def _build_engine(settings: SSDSettings, hello: P.Hello):
     import torch
 
     from vllm_ssd.server.engine import DraftEngine
-    from vllm_ssd.server.model_runner import DraftModelRunner
+    from vllm_ssd.server.device.model_runner import DraftModelRunner
     from vllm_ssd.server.stats import ServerStats
 
     device = torch.device("cpu" if settings.draft_device == "auto" else settings.draft_device)

@@ -24,8 +24,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from vllm_ssd.server.block_manager import BlockManager
-from vllm_ssd.server.device_clock import DeviceClock, to_device
+from vllm_ssd.server.kv.block_manager import BlockManager
+from vllm_ssd.server.device.device_clock import DeviceClock, to_device
 from vllm_ssd.server.drafter import Drafter
 from vllm_ssd.server.spec_cache import SpeculationCache
 from vllm_ssd.server.state import RequestTable

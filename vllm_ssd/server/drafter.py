@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from vllm_ssd.saguaro.sampling import sample_draft_tokens
-from vllm_ssd.server.device_clock import DeviceClock, to_device
-from vllm_ssd.server.model_runner import DraftModelRunner
+from vllm_ssd.server.device.device_clock import DeviceClock, to_device
+from vllm_ssd.server.device.model_runner import DraftModelRunner
 from vllm_ssd.server.state import RequestTable
 
 

@@ -10,10 +10,10 @@ from typing import Callable
 import numpy as np
 
 from vllm_ssd import protocol as P
-from vllm_ssd.server.block_manager import BlockManager, OutOfBlocks
+from vllm_ssd.server.kv.block_manager import BlockManager, OutOfBlocks
 from vllm_ssd.server.builder import CacheBuilder
 from vllm_ssd.server.drafter import Drafter
-from vllm_ssd.server.model_runner import DraftModelRunner
+from vllm_ssd.server.device.model_runner import DraftModelRunner
 from vllm_ssd.server.ngram import ngram_drafts
 from vllm_ssd.server.policy import (SOURCE_CACHE, SOURCE_NEURAL, SOURCE_NGRAM, SOURCE_NONE,
                                     SpeculationPolicy)

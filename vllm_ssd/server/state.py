@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vllm_ssd.server.block_manager import BlockManager
+from vllm_ssd.server.kv.block_manager import BlockManager
 
 
 @dataclass

@@ -8,9 +8,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vllm_ssd.server.arch import ModelArch
-from vllm_ssd.server.kernels import Kernels
-from vllm_ssd.server.layers import RMSNorm, RotaryEmbedding
+from vllm_ssd.server.model.arch import ModelArch
+from vllm_ssd.server.model.kernels import Kernels
+from vllm_ssd.server.model.layers import RMSNorm, RotaryEmbedding
 
 
 class Attention(nn.Module):

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from vllm_ssd.server.batch import TokenBatch
-from vllm_ssd.server.rope_cache_cuda import fused_rope_and_cache
+from vllm_ssd.server.kv.batch import TokenBatch
+from vllm_ssd.server.model.rope_cache_cuda import fused_rope_and_cache
 
 
 @dataclass

@@ -8,11 +8,11 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from vllm_ssd.server.arch import ModelArch
-from vllm_ssd.server.cpu_linear import replace_linears
-from vllm_ssd.server.kernels import load_kernels
-from vllm_ssd.server.layers import RotaryEmbedding
-from vllm_ssd.server.model import DraftLM
+from vllm_ssd.server.model.arch import ModelArch
+from vllm_ssd.server.model.cpu_linear import replace_linears
+from vllm_ssd.server.model.kernels import load_kernels
+from vllm_ssd.server.model.layers import RotaryEmbedding
+from vllm_ssd.server.model.decoder import DraftLM
 
 logger = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from vllm_ssd.server.attention_cuda import FlashMetadata
-from vllm_ssd.server.batch import TokenBatch
+from vllm_ssd.server.kv.attention_cuda import FlashMetadata
+from vllm_ssd.server.kv.batch import TokenBatch
 
 logger = logging.getLogger(__name__)
 BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)

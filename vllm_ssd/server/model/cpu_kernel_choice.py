@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from vllm_ssd.cpu_isa import CpuIsa
-from vllm_ssd.server.cpu_linear import FLOAT_KINDS, INT8_KINDS, make_linear
+from vllm_ssd.server.model.cpu_linear import FLOAT_KINDS, INT8_KINDS, make_linear
 from vllm_ssd.settings import SSDConfigError
 
 logger = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from vllm_ssd.server.batch import TokenBatch
+from vllm_ssd.server.kv.batch import TokenBatch
 
 
 @dataclass

@@ -6,13 +6,13 @@ import logging
 import numpy as np
 import torch
 
-from vllm_ssd.server.arch import ModelArch
-from vllm_ssd.server.attention import TorchPagedAttention
-from vllm_ssd.server.attention_cuda import FlashPagedAttention, flash_attention_available
-from vllm_ssd.server.batch import TokenBatch, make_token_batch
-from vllm_ssd.server.device_clock import to_device
-from vllm_ssd.server.loader import load_draft_model, resolve_dtype
-from vllm_ssd.server.cpu_kernel_choice import CpuKernelPlan, choose_cpu_kernels
+from vllm_ssd.server.model.arch import ModelArch
+from vllm_ssd.server.kv.attention import TorchPagedAttention
+from vllm_ssd.server.kv.attention_cuda import FlashPagedAttention, flash_attention_available
+from vllm_ssd.server.kv.batch import TokenBatch, make_token_batch
+from vllm_ssd.server.device.device_clock import to_device
+from vllm_ssd.server.model.loader import load_draft_model, resolve_dtype
+from vllm_ssd.server.model.cpu_kernel_choice import CpuKernelPlan, choose_cpu_kernels
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class DraftModelRunner:
         max_rows: query length -> most rows."""
         if not isinstance(self.backend, FlashPagedAttention):
             return
-        from vllm_ssd.server.cuda_graphs import CudaGraphRunner
+        from vllm_ssd.server.device.cuda_graphs import CudaGraphRunner
         self.graphs = CudaGraphRunner(self.model, self.kv_cache, max_rows, max_blocks,
                                       self.max_positions)
         self.graphs.capture(self.backend)

@@ -6,8 +6,8 @@ import math
 import torch
 from torch import nn
 
-from vllm_ssd.server.arch import ModelArch
-from vllm_ssd.server.kernels import Kernels
+from vllm_ssd.server.model.arch import ModelArch
+from vllm_ssd.server.model.kernels import Kernels
 
 
 class RMSNorm(nn.Module):

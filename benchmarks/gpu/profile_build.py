@@ -27,7 +27,7 @@ K = 4
 
 
 def make_engine(args, batch_size: int):
-    from vllm_ssd.server.__main__ import _build_engine
+    from vllm_ssd.server.factory import build_engine
 
     settings = SSDSettings(draft_model=args.draft, draft_device=args.device, mode="ssd",
                            load_format="dummy" if args.dummy else "auto",
@@ -38,7 +38,7 @@ def make_engine(args, batch_size: int):
                     max_num_seqs=batch_size)
     from vllm_ssd.server.model.arch import ModelArch
     hello.target_vocab_size = ModelArch.from_dir(args.draft).vocab_size
-    return _build_engine(settings, hello)
+    return build_engine(settings, hello)
 
 
 class FakeTarget:

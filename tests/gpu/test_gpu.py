@@ -72,7 +72,7 @@ def run_engine_steps(tiny, enforce_eager: bool,
                      strict_build: bool = False) -> tuple[list[list[int]], torch.Tensor]:
     """strict_build: a cache build that synchronises with the device raises."""
     from vllm_ssd import protocol as P
-    from vllm_ssd.server.__main__ import _build_engine
+    from vllm_ssd.server.factory import build_engine
     from vllm_ssd.settings import SSDSettings
 
     settings = SSDSettings(draft_model=str(tiny["draft_hd64"]), draft_device=draft_device(),
@@ -80,7 +80,7 @@ def run_engine_steps(tiny, enforce_eager: bool,
                            build_deadline=float("inf"), enforce_eager=enforce_eager)
     hello = P.Hello(version=P.PROTOCOL_VERSION, token="", num_speculative_tokens=3,
                     target_vocab_size=512, max_model_len=256, max_num_seqs=4)
-    engine = _build_engine(settings, hello)
+    engine = build_engine(settings, hello)
     slots = np.array([0, 1])
     deltas = [[1, 40, 41, 42, 43], [1, 7, 8, 9, 10, 11, 12, 13]]
     new = [P.NewRequest(slot=int(s), temperature=0.0) for s in slots]
@@ -125,12 +125,12 @@ def test_cache_build_never_waits_for_the_device(tiny):
 def test_draft_device_cuda_without_index(tiny):
     """``draft_device="cuda"`` means the current device (set_device needs an index)."""
     from vllm_ssd import protocol as P
-    from vllm_ssd.server.__main__ import _build_engine
+    from vllm_ssd.server.factory import build_engine
     from vllm_ssd.settings import SSDSettings
 
     settings = SSDSettings(draft_model=str(tiny["draft_hd64"]), draft_device="cuda",
                            draft_dtype="bfloat16", enforce_eager=True)
     hello = P.Hello(version=P.PROTOCOL_VERSION, token="", num_speculative_tokens=3,
                     target_vocab_size=512, max_model_len=256, max_num_seqs=2)
-    engine = _build_engine(settings, hello)
+    engine = build_engine(settings, hello)
     assert engine.drafter.runner.device == torch.device("cuda", torch.cuda.current_device())

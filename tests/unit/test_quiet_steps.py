@@ -3,9 +3,9 @@ up to the next exploration window, and keeps that promise."""
 import numpy as np
 
 from vllm_ssd import protocol as P
-from vllm_ssd.server.__main__ import _build_engine
-from vllm_ssd.server.engine import (CLEAR_EXPLORE_EVERY, EXPLORE_EVERY, EXPLORE_STEPS,
-                                    MAX_QUIET_STEPS)
+from vllm_ssd.server.factory import build_engine
+from vllm_ssd.server.switch import (CLEAR_EXPLORE_EVERY, EXPLORE_EVERY, EXPLORE_STEPS,
+                                    MAX_QUIET_STEPS, exploration_period)
 from vllm_ssd.settings import SSDSettings
 
 
@@ -14,7 +14,7 @@ def make_engine(tiny, pays: bool):
                            enforce_eager=True)
     hello = P.Hello(version=P.PROTOCOL_VERSION, token="", num_speculative_tokens=3,
                     target_vocab_size=512, max_model_len=256, max_num_seqs=2)
-    engine = _build_engine(settings, hello)
+    engine = build_engine(settings, hello)
     engine.policy.speculation_pays = lambda *args: pays  # the measured verdict, fixed
     return engine
 
@@ -81,10 +81,11 @@ def test_a_clear_margin_is_explored_less_often(tiny):
     assert all(replies[i][0] > 0 for i in range(2, CLEAR_EXPLORE_EVERY))
     assert replies[CLEAR_EXPLORE_EVERY][0] == 0
     assert replies[CLEAR_EXPLORE_EVERY][1] == EXPLORE_STEPS - 1
-    assert clear.measured_batch_size == 1
-    assert clear._exploration_period(2) == CLEAR_EXPLORE_EVERY
-    assert clear._exploration_period(4) == EXPLORE_EVERY  # another batch: measure again
+    assert clear.switch.measured_batch_size == 1
+    margin = clear.policy.measured_margin()
+    assert exploration_period(margin, 2, 1) == CLEAR_EXPLORE_EVERY
+    assert exploration_period(margin, 4, 1) == EXPLORE_EVERY  # another batch: measure again
     close = measured(make_engine(tiny, pays=True), with_drafts=1.2, without_drafts=1.0)
     run_steps(close, EXPLORE_EVERY + EXPLORE_STEPS + 2)
-    assert close.measured_batch_size == 1
-    assert close._exploration_period(1) == EXPLORE_EVERY  # a margin of 1.2 is no clear one
+    assert close.switch.measured_batch_size == 1
+    assert exploration_period(close.policy.measured_margin(), 1, 1) == EXPLORE_EVERY  # 1.2: no clear margin

@@ -19,7 +19,7 @@ import zmq
 from vllm_ssd import envs
 from vllm_ssd import protocol as P
 from vllm_ssd.settings import SSDSettings
-from vllm_ssd.validation import parse_cpu_list
+from vllm_ssd.server.factory import build_engine
 
 logger = logging.getLogger("vllm_ssd.server")
 
@@ -61,7 +61,7 @@ def _run(socket, settings: SSDSettings, token: str, parent_pid: int) -> int:
             version=P.PROTOCOL_VERSION, ok=False, error="handshake rejected (version or token)"))])
         return 1
     try:
-        engine = _build_engine(settings, hello)
+        engine = build_engine(settings, hello)
     except Exception as error:
         logger.exception("draft server start-up failed")
         socket.send_multipart([identity, P.encode(P.HelloReply(
@@ -74,52 +74,6 @@ def _run(socket, settings: SSDSettings, token: str, parent_pid: int) -> int:
     from vllm_ssd.server.server import DraftServer
     DraftServer(socket, engine, parent_pid, settings.busy_poll_seconds()).serve()
     return 0
-
-
-def _build_engine(settings: SSDSettings, hello: P.Hello):
-    import torch
-
-    from vllm_ssd.server.engine import DraftEngine
-    from vllm_ssd.server.device.model_runner import DraftModelRunner
-    from vllm_ssd.server.stats import ServerStats
-
-    device = torch.device("cpu" if settings.draft_device == "auto" else settings.draft_device)
-    _place(device, settings.draft_cpus)
-    if device.type == "cuda":
-        if device.index is None:  # "cuda": the process's current device
-            device = torch.device("cuda", torch.cuda.current_device())
-        torch.cuda.set_device(device)  # graphs capture on the current device's stream
-    max_len = hello.max_model_len + hello.num_speculative_tokens + 2
-    blocks_per_seq = -(-(max_len + hello.num_speculative_tokens + 1) // settings.block_size)
-    branch_blocks = hello.max_num_seqs * settings.fanout_budget * \
-        (2 + hello.num_speculative_tokens // settings.block_size)
-    num_blocks = hello.max_num_seqs * blocks_per_seq + branch_blocks + 1  # + reserved block 0
-    if settings.kv_cache_tokens:
-        num_blocks = -(-settings.kv_cache_tokens // settings.block_size) + branch_blocks + 1
-    runner = DraftModelRunner(settings.draft_model, device, settings.draft_dtype, num_blocks,
-                              settings.block_size, max_len + hello.num_speculative_tokens + 1,
-                              dummy=settings.load_format == "dummy",
-                              quantization=settings.draft_quantization,
-                              cpu_isa=settings.draft_cpu_isa)
-    if runner.arch.vocab_size != hello.target_vocab_size:
-        raise ValueError(f"draft vocabulary {runner.arch.vocab_size} != target "
-                         f"{hello.target_vocab_size}")
-    stats = ServerStats(hello.num_speculative_tokens, base=hello.stats_base)
-    return DraftEngine(settings, runner, hello.num_speculative_tokens, hello.max_num_seqs,
-                       max_len, stats)
-
-
-def _place(device, cpus: str | None) -> None:
-    """CPU drafting: pin to the draft cores (default: the machine's last CPU)."""
-    import torch
-
-    if device.type != "cpu":
-        return
-    count = os.cpu_count() or 1
-    cores = parse_cpu_list(cpus) if cpus else [count - 1]
-    os.sched_setaffinity(0, cores)
-    torch.set_num_threads(len(cores))
-    logger.info("draft server pinned to CPUs %s", cores)
 
 
 def _die_with_parent() -> None:

@@ -29,6 +29,7 @@ from vllm_ssd.server.device.device_clock import DeviceClock, to_device
 from vllm_ssd.server.drafter import Drafter
 from vllm_ssd.server.spec_cache import SpeculationCache
 from vllm_ssd.server.state import RequestTable
+from vllm_ssd.server.segments import segment_offsets
 
 
 @dataclass
@@ -147,14 +148,13 @@ class CacheBuilder:
         the top tokens of the row, the drafted token s_{j+1} excluded for j < K."""
         rows_per_slot = num_drafts + 1
         row = np.repeat(np.arange(len(slots)), rows_per_slot)  # logit row -> batch row
-        position = np.arange(len(row)) - np.repeat(np.cumsum(rows_per_slot) - rows_per_slot,
-                                                   rows_per_slot)  # j
+        position = segment_offsets(rows_per_slot)  # j
         has_excluded = position < num_drafts[row]
         max_f = int(fanout.max(initial=0))
         num_candidates = min(max_f + 1, logits.shape[-1])
         counts = np.minimum(fanout[row, position], num_candidates - has_excluded)  # [L]
         logit_row = np.repeat(np.arange(len(row)), counts)  # [N]
-        rank = np.arange(len(logit_row)) - np.repeat(np.cumsum(counts) - counts, counts)
+        rank = segment_offsets(counts)
         if len(logit_row) == 0:
             return Branches(*(np.zeros(0, dtype=np.int64) for _ in range(3)),
                             torch.zeros(0, dtype=torch.int64, device=logits.device))

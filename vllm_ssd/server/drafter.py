@@ -11,6 +11,7 @@ from vllm_ssd.saguaro.sampling import sample_draft_tokens
 from vllm_ssd.server.device.device_clock import DeviceClock, to_device
 from vllm_ssd.server.device.model_runner import DraftModelRunner
 from vllm_ssd.server.state import RequestTable
+from vllm_ssd.server.segments import segment_offsets
 
 
 class Drafter:
@@ -114,6 +115,4 @@ class Drafter:
 
 def _ranks_from_end(counts: np.ndarray) -> np.ndarray:
     """For counts [2, 3] returns [2, 1, 3, 2, 1]: distance of each row from its segment end."""
-    total = int(counts.sum())
-    starts = np.repeat(np.cumsum(counts) - counts, counts)
-    return np.repeat(counts, counts) - (np.arange(total) - starts)
+    return np.repeat(counts, counts) - segment_offsets(counts)

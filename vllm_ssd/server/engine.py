@@ -17,24 +17,22 @@ from vllm_ssd.server.device.model_runner import DraftModelRunner
 from vllm_ssd.server.ngram import ngram_drafts
 from vllm_ssd.server.policy import (SOURCE_CACHE, SOURCE_NEURAL, SOURCE_NGRAM, SOURCE_NONE,
                                     SpeculationPolicy)
+from vllm_ssd.server.modes import MODES
 from vllm_ssd.server.spec_cache import SpeculationCache
 from vllm_ssd.server.state import RequestTable
 from vllm_ssd.server.stats import ServerStats
+from vllm_ssd.server.switch import SwitchState, decide
 from vllm_ssd.settings import SSDSettings
 
 logger = logging.getLogger(__name__)
 REPLAN_EVERY = 16  # steps between build plans
-EXPLORE_EVERY = 64  # steps between exploration windows of the other choice (on / off)
-EXPLORE_STEPS = 8  # steps in one window: enough for the cache to fill and be measured
-CLEAR_MARGIN = 1.5  # one choice measured this many times faster than the other ...
-CLEAR_EXPLORE_EVERY = 4 * EXPLORE_EVERY  # ... is re-checked this much less often
-MAX_QUIET_STEPS = 16  # longest run of steps sent without a reply while speculation is off
 
 
 class DraftEngine:
     def __init__(self, settings: SSDSettings, runner: DraftModelRunner, max_drafts: int,
                  max_slots: int, max_len: int, stats: ServerStats):
         self.settings = settings
+        self.mode = MODES[settings.mode]
         self.max_drafts = max_drafts
         self.blocks = BlockManager(runner.num_blocks, runner.block_size, reserved=1)
         self.table = RequestTable(max_slots, max_len, max_drafts, self.blocks)
@@ -56,10 +54,9 @@ class DraftEngine:
         self.rng = np.random.default_rng(settings.seed)
         self.pending_build = np.zeros(0, dtype=np.int64)
         self.num_steps = 0
-        self.quiet_until = 0  # steps before this one were promised no drafts
+        self.switch = SwitchState()
         self.last_all_hit = False
         self.last_had_drafts = False
-        self.measured_batch_size = 0  # batch size at the end of the last exploration window
         self.observations: list[Callable[[], None]] = []  # deferred by step (see there)
 
     def step(self, request: P.StepRequest) -> P.StepReply:
@@ -84,7 +81,7 @@ class DraftEngine:
         wanted = caps > 0
         self.last_all_hit = bool(wanted.any() and (source[wanted] == SOURCE_CACHE).all())
         self.last_had_drafts = bool(lens.sum() > 0)
-        self.pending_build = slots if self.settings.mode == "ssd" and speculate else slots[:0]
+        self.pending_build = slots if self.mode.builds_cache and speculate else slots[:0]
         self.num_steps += 1
         keep = np.arange(self.max_drafts)[None, :] < lens[:, None]
         self.observations.append(partial(self._observe_step, request, report, outcomes, sources,
@@ -92,7 +89,7 @@ class DraftEngine:
         return P.StepReply(seq=request.seq, num_drafts=P.pack(lens), draft_tokens=P.pack(drafts[keep]),
                            is_hit=P.pack(source == SOURCE_CACHE, np.uint8),
                            stats=self.stats.snapshot() if request.wants_reply else {},
-                           quiet_steps=max(self.quiet_until - self.num_steps, 0))
+                           quiet_steps=max(self.switch.quiet_until - self.num_steps, 0))
 
     def observe(self) -> None:
         """Runs the bookkeeping deferred by ``step``."""
@@ -124,45 +121,23 @@ class DraftEngine:
             self.stats.observe_round_trip(request.previous_round_trip_s, all_hit)
 
     def _speculation_pays(self, batch_size: int) -> bool:
-        """Mode ssd with an automatic plan: speculate only where it pays (measured, or
-        predicted before both ways were measured); for EXPLORE_STEPS of every EXPLORE_EVERY
-        steps (CLEAR_EXPLORE_EVERY once the measured margin is clear) do the other, so that
-        both stay measured as the batch changes. Switched off, the rest of the stretch off
-        (the window, or up to the next window; at most MAX_QUIET_STEPS) is quiet: promised
-        no drafts, so the proposer does not wait for replies, and rounds without drafts are
-        measured at what they really cost."""
-        if self.settings.mode == "sd" or self.settings.build_plan == "full" or \
-                self.settings.backup != "auto":
+        """Whether this step speculates (see ``switch``); always where the mode or the
+        settings fix it."""
+        if not self.mode.may_switch_off(self.settings.build_plan, self.settings.backup):
             return True
-        if self.num_steps < self.quiet_until:
-            self.stats.scalars["steps_without_speculation"] += 1.0
-            return False
-        jit = self.policy.jit_seconds(batch_size, self.policy.plan.depth)
-        pays = self.policy.speculation_pays(batch_size, jit, self.settings.build_deadline)
-        period = self._exploration_period(batch_size)
-        phase = self.num_steps % period
-        if phase == EXPLORE_STEPS:
-            self.measured_batch_size = batch_size
+        pays = False
+        if self.num_steps >= self.switch.quiet_until:
+            jit = self.policy.jit_seconds(batch_size, self.policy.plan.depth)
+            pays = self.policy.speculation_pays(batch_size, jit, self.settings.build_deadline)
+        decision = decide(self.num_steps, batch_size, pays, self.policy.measured_margin(),
+                          self.switch)
+        self.switch = decision.state
+        if decision.window_ended:
             logger.info("speculation %s: %s vs %s tokens/s per row measured with / without "
                         "drafts", "on" if pays else "off", self.policy.speculative_rate.value,
                         self.policy.plain_rate.value)
-        exploring = phase < EXPLORE_STEPS and self.num_steps >= period
-        pays = pays != exploring
-        if not pays:
-            last_off = (EXPLORE_STEPS if exploring else period) - 1  # phase
-            self.quiet_until = self.num_steps + 1 + min(MAX_QUIET_STEPS, last_off - phase)
-        self.stats.scalars["steps_without_speculation"] += 0.0 if pays else 1.0
-        return pays
-
-    def _exploration_period(self, batch_size: int) -> int:
-        """CLEAR_EXPLORE_EVERY while the measured margin is clear and the batch is within 2x
-        of the one it was measured at (tokens/s per row depend on the batch); else
-        EXPLORE_EVERY."""
-        margin = self.policy.measured_margin()
-        measured = self.measured_batch_size
-        same_batch = measured > 0 and max(batch_size, measured) <= 2 * min(batch_size, measured)
-        clear = margin is not None and margin >= CLEAR_MARGIN and same_batch
-        return CLEAR_EXPLORE_EVERY if clear else EXPLORE_EVERY
+        self.stats.scalars["steps_without_speculation"] += 0.0 if decision.speculate else 1.0
+        return decision.speculate
 
     def _lifecycle(self, request: P.StepRequest) -> None:
         finished = np.array(request.finished_slots, dtype=np.int64)
@@ -182,18 +157,15 @@ class DraftEngine:
         lens = np.zeros(num_rows, dtype=np.int64)
         source = np.full(num_rows, SOURCE_NONE, dtype=np.int64)
         lookup = None
-        if self.settings.mode == "ssd":
+        if self.mode.builds_cache:
             hit, fanout = self._lookup(slots, outcomes)
             lookup = (fanout, hit.is_hit, outcomes)
             drafts[hit.is_hit] = hit.drafts[hit.is_hit]
             lens = np.minimum(hit.num_drafts, caps)
             source[hit.is_hit] = SOURCE_CACHE
-        missed = ~(source == SOURCE_CACHE) & (caps > 0)
-        if self.settings.mode == "ssd":
-            # long catch-ups (new or resynchronised requests) are prefilled off the
-            # critical path, in the cache build; they get no drafts this round
-            catch_up = self.table.num_tokens[slots] - self.table.path_cached[slots]
-            missed &= catch_up <= self.max_drafts + 1
+        uncached = self.table.num_tokens[slots] - self.table.path_cached[slots]
+        missed = ~(source == SOURCE_CACHE) & (caps > 0) & \
+            ~self.mode.needs_catch_up(uncached, self.max_drafts)
         rows = np.nonzero(missed)[0]
         if rows.size:
             self._backup(slots, rows, caps, drafts, lens, source)
@@ -225,11 +197,9 @@ class DraftEngine:
         self.stats.observe_lookups(is_hit[looked_up], outcomes.num_accepted[looked_up])
 
     def _backup(self, slots, rows, caps, drafts, lens, source) -> None:
-        depth = self.max_drafts if self.settings.mode == "sd" else self.policy.plan.depth
+        choice, depth = self.mode.backup_plan(self.policy, len(slots), len(rows),
+                                              self.max_drafts)
         row_caps = np.minimum(caps[rows], depth)
-        jit_estimate = self.policy.jit_seconds(len(rows), depth)
-        choice = "neural" if self.settings.mode == "sd" else \
-            self.policy.choose_backup(len(slots), jit_estimate)
         start = time.perf_counter()
         if choice == "ngram":
             found, found_lens = ngram_drafts(self.table.tokens[slots[rows]],

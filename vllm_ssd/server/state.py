@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vllm_ssd.server.kv.block_manager import BlockManager
+from vllm_ssd.server.segments import segment_offsets
 
 
 @dataclass
@@ -108,6 +109,6 @@ class RequestTable:
             return
         fresh = self.blocks.allocate(int(needed.sum()))
         owner = np.repeat(np.arange(len(slots)), needed)
-        offset = np.arange(fresh.size) - np.repeat(np.cumsum(needed) - needed, needed)
+        offset = segment_offsets(needed)
         self.block_tables[slots[owner], self.num_blocks[slots][owner] + offset] = fresh
         self.num_blocks[slots] += needed

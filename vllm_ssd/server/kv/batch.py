@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from vllm_ssd.server.device.device_clock import to_device
+from vllm_ssd.server.segments import segment_offsets
 
 
 @dataclass
@@ -43,8 +44,7 @@ def make_token_batch(
 ) -> TokenBatch:
     query_lens = query_lens.astype(np.int64)
     seq_of_token = np.repeat(np.arange(len(query_lens)), query_lens)  # [T]
-    first_token = np.cumsum(query_lens) - query_lens  # [S]
-    offset_in_seq = np.arange(len(seq_of_token)) - first_token[seq_of_token]  # [T]
+    offset_in_seq = segment_offsets(query_lens)  # [T]
     positions = start_positions.astype(np.int64)[seq_of_token] + offset_in_seq  # [T]
     blocks = block_tables[seq_of_token, positions // block_size].astype(np.int64)  # [T]
     if (blocks < 0).any():

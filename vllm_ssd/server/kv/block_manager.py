@@ -10,6 +10,7 @@ to the free stack.
 from __future__ import annotations
 
 import numpy as np
+from vllm_ssd.server.segments import segment_offsets
 
 
 class OutOfBlocks(RuntimeError):
@@ -78,7 +79,7 @@ class BlockManager:
         self.share(parent_tables[is_shared])
         tables = np.where(is_shared, parent_tables, -1).astype(np.int32)
         owner = np.repeat(np.arange(len(fork_lens)), num_new)
-        offset = np.arange(fresh.size) - np.repeat(np.cumsum(num_new) - num_new, num_new)
+        offset = segment_offsets(num_new)
         tables[owner, first_new[owner] + offset] = fresh
         needs_copy = fork_lens % bs != 0
         rows = np.nonzero(needs_copy)[0]

@@ -1,0 +1,50 @@
+"""The two ways the server drafts (setting ``mode``), as strategies the engine calls.
+
+``ssd``: the speculation cache. Each step looks the outcomes up in the cache built during
+the last target step; misses get a backup (a just-in-time neural draft or the n-gram,
+chosen by the speed model); a cache build for the next round follows the reply; the
+switch may turn speculation off where it does not pay.
+``sd``: the baseline. No cache; after every outcome the draft runs just in time, K tokens.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from vllm_ssd.server.policy import SpeculationPolicy
+
+
+class SpeculationCacheMode:
+    name = "ssd"
+    builds_cache = True
+
+    def may_switch_off(self, build_plan: str, backup: str) -> bool:
+        return build_plan == "auto" and backup == "auto"
+
+    def backup_plan(self, policy: SpeculationPolicy, batch_size: int, num_missed: int,
+                    max_drafts: int) -> tuple[str, int]:
+        """(backup kind, depth) for the rows the cache missed."""
+        depth = policy.plan.depth
+        return policy.choose_backup(batch_size, policy.jit_seconds(num_missed, depth)), depth
+
+    def needs_catch_up(self, uncached: np.ndarray, max_drafts: int) -> np.ndarray:
+        """Rows whose draft KV lags by more than one round (new or resynchronised requests)
+        are prefilled in the cache build, off the critical path: no drafts this round."""
+        return uncached > max_drafts + 1
+
+
+class DraftAfterOutcomeMode:
+    name = "sd"
+    builds_cache = False
+
+    def may_switch_off(self, build_plan: str, backup: str) -> bool:
+        return False
+
+    def backup_plan(self, policy: SpeculationPolicy, batch_size: int, num_missed: int,
+                    max_drafts: int) -> tuple[str, int]:
+        return "neural", max_drafts
+
+    def needs_catch_up(self, uncached: np.ndarray, max_drafts: int) -> np.ndarray:
+        return np.zeros(len(uncached), dtype=bool)
+
+
+MODES = {mode.name: mode for mode in (SpeculationCacheMode(), DraftAfterOutcomeMode())}

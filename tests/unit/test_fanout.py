@@ -5,8 +5,8 @@ import itertools
 import numpy as np
 import pytest
 
-from vllm_ssd.saguaro.fanout import (capped_geometric_pmf, fanout_table, geometric_fanout,
-                                     geometric_fanout_weights, power_law_miss, round_to_budget,
+from tests.reference_fanout import geometric_fanout, geometric_fanout_weights, round_to_budget
+from vllm_ssd.saguaro.fanout import (capped_geometric_pmf, fanout_table, power_law_miss,
                                      saguaro_fanout)
 
 

@@ -17,16 +17,6 @@ def expected_tokens(acceptance: float, num_drafts: int) -> float:
     return (1.0 - a ** (num_drafts + 1)) / (1.0 - a)
 
 
-def sd_speedup(tokens_per_round: float, draft_time: float) -> float:
-    """Plain speculative decoding: drafting (draft_time) and verification (1) in series."""
-    return tokens_per_round / (1.0 + draft_time)
-
-
-def ssd_speedup(p_hit: float, e_hit: float, e_miss: float, t_p: float, t_b: float) -> float:
-    """Thm 7: per-round speedup of SSD over autoregressive decoding (batch size 1)."""
-    return batch_throughput(1, p_hit, e_hit, e_miss, t_p, t_b)
-
-
 def batch_throughput(batch_size: int, p_hit: float, e_hit: float, e_miss: float,
                      t_p: float, t_b: float) -> float:
     """Cor 16: a round waits for every row, so the whole-batch hit probability p^b
@@ -59,30 +49,3 @@ def choose_backup(batch_size: int, p_hit: float, e_hit: float, t_p: float,
     """The backup with the highest Cor 16 throughput at this batch size (Thm 17's b* switch)."""
     return max(options, key=lambda o: batch_throughput(
         batch_size, p_hit, e_hit, o.tokens_after_miss, t_p, o.latency)).name
-
-
-def critical_batch_size(p_hit: float, e_hit: float, t_p: float, slow: BackupOption,
-                        fast: BackupOption, max_batch: int = 1024) -> int | None:
-    """Smallest batch size at which the fast backup beats the slow one (b*), if any."""
-    for b in range(1, max_batch + 1):
-        if choose_backup(b, p_hit, e_hit, t_p, [slow, fast]) == fast.name:
-            return b
-    return None
-
-
-def plan_depth(max_depth: int, acceptance: float, p_hit: float, e_miss: float, t_b: float,
-               batch_size: int, build_time_of_depth) -> tuple[int, float]:
-    """Branch depth D (drafts per cached branch) maximising Cor 16 throughput.
-
-    ``build_time_of_depth(D)`` predicts T_p for depth D. A shallower tree returns
-    fewer drafts on a hit but can finish inside one target step. Returns (D, T_p(D)).
-    """
-    best = (max_depth, build_time_of_depth(max_depth))
-    best_score = -1.0
-    for depth in range(1, max_depth + 1):
-        t_p = build_time_of_depth(depth)
-        score = batch_throughput(batch_size, p_hit, expected_tokens(acceptance, depth),
-                                 e_miss, t_p, t_b)
-        if score > best_score + 1e-9:
-            best, best_score = (depth, t_p), score
-    return best

@@ -16,7 +16,6 @@ from vllm_ssd.saguaro.speed_model import (BackupOption, choose_backup, expected_
 
 # Which speculator produced a row's current drafts.
 SOURCE_NONE, SOURCE_CACHE, SOURCE_NEURAL, SOURCE_NGRAM = 0, 1, 2, 3
-SOURCE_NAMES = ("none", "cache", "neural", "ngram")
 MIN_STEP_SAMPLES = 4  # target steps of each kind before the round model may say "off"
 MAX_MISS_AT_ONE = 0.9  # the planned miss probability of a single branch, at most
 

@@ -27,9 +27,6 @@ class BlockManager:
         self.free_stack[:num_blocks - reserved] = np.arange(num_blocks - 1, reserved - 1, -1)
         self.num_free = num_blocks - reserved
 
-    def can_allocate(self, num: int) -> bool:
-        return num <= self.num_free
-
     def allocate(self, num: int) -> np.ndarray:
         """Returns ``num`` fresh block ids, each with reference count 1."""
         if num > self.num_free:

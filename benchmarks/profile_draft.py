@@ -10,10 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.provenance import provenance  # noqa: E402
 
 
 def timed(run, sync, repeats: int = 20) -> float:
@@ -37,6 +41,7 @@ def main() -> None:
     parser.add_argument("--dummy", action="store_true", help="random weights (GPU timing)")
     parser.add_argument("--quantization", default="auto", choices=("auto", "none", "int8"),
                         help="the draft_quantization setting (int8 needs a CPU with AMX)")
+    parser.add_argument("--out", help="also write the JSON to this file")
     parser.add_argument("--kernels", action="store_true",
                         help="CUDA: per-kernel times of one branch-decode step (eager and graph) "
                         "and the graph step's time by the attention's max context length")
@@ -61,9 +66,9 @@ def main() -> None:
     ids = np.random.default_rng(0).integers(100, 50000, size=context)
     runner.run(runner.make_batch(ids, np.array([context]), np.array([0]), tables[:1],
                                  np.array([context - 1])))
-    out = {"draft": args.draft, "device": str(device), "graphs": runner.graphs is not None,
-           "quantization": args.quantization,
-           "context_tokens": context, "decode_ms_by_rows": {}, "glue_ms_by_query_len": {}}
+    out = {"provenance": provenance(vars(args), str(device)),
+           "graphs": runner.graphs is not None, "context_tokens": context,
+           "decode_ms_by_rows": {}, "glue_ms_by_query_len": {}}
     for rows in rows_list:
         batch = runner.make_batch(ids[:rows], np.ones(rows, dtype=np.int64),
                                   np.full(rows, context), tables[:rows], np.arange(rows))
@@ -77,7 +82,10 @@ def main() -> None:
                                   tables[:1], np.arange(1))
         out["kernels"] = kernel_profile(runner, batch)
         out["decode_ms_by_max_context"] = by_max_context(runner, batch, sync)
-    print(json.dumps(out, indent=1))
+    text = json.dumps(out, indent=1)
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
 
 
 def kernel_profile(runner, batch, steps: int = 10) -> dict:

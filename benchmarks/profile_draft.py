@@ -12,10 +12,14 @@ import argparse
 import json
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.provenance import provenance  # noqa: E402
 
 
 def timed(run, sync, repeats: int = 20) -> float:
@@ -43,6 +47,7 @@ def main() -> None:
                         help="the draft_dtype setting")
     parser.add_argument("--cpu-isa", default="auto", choices=("auto", "amx", "avx512", "avx2"),
                         help="the draft_cpu_isa setting (a lower tier also caps oneDNN/PyTorch)")
+    parser.add_argument("--out", help="also write the JSON to this file")
     parser.add_argument("--kernels", action="store_true",
                         help="CUDA: per-kernel times of one branch-decode step (eager and graph) "
                         "and the graph step's time by the attention's max context length")
@@ -73,9 +78,8 @@ def main() -> None:
     ids = np.random.default_rng(0).integers(100, 50000, size=context)
     runner.run(runner.make_batch(ids, np.array([context]), np.array([0]), tables[:1],
                                  np.array([context - 1])))
-    out = {"draft": args.draft, "device": str(device), "graphs": runner.graphs is not None,
-           "quantization": args.quantization, "dtype_setting": args.dtype,
-           "cpu_isa_setting": args.cpu_isa, "dtype": str(runner.dtype),
+    out = {"provenance": provenance(vars(args), str(device)),
+           "graphs": runner.graphs is not None, "dtype": str(runner.dtype),
            "cpu_kernels": runner.cpu_plan.describe() if runner.cpu_plan else None,
            "context_tokens": context, "decode_ms_by_rows": {}, "glue_ms_by_query_len": {}}
     for rows in rows_list:
@@ -93,7 +97,10 @@ def main() -> None:
         out["decode_ms_by_max_context"] = by_max_context(runner, batch, sync)
     if args.ablations and device.type == "cuda":
         out["ablations"] = ablations(runner, ids, tables, sync)
-    print(json.dumps(out, indent=1))
+    text = json.dumps(out, indent=1)
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
 
 
 def _cap_this_process(cap: str) -> None:

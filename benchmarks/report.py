@@ -4,7 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 COLUMNS = [
-    ("method", "method", "{}"), ("placement", "cores", "{}"), ("batch_size", "bs", "{}"),
+    ("method", "method", "{}"), ("cpu_isa", "CPU", "{}"), ("placement", "cores", "{}"),
+    ("batch_size", "bs", "{}"),
     ("temperature", "T", "{:g}"), ("decode_tok_s", "decode tok/s", "{:.2f}"),
     ("tpot_p50_ms", "TPOT p50 ms", "{:.0f}"), ("tpot_p99_ms", "TPOT p99 ms", "{:.0f}"),
     ("ttft_p50_ms", "TTFT p50 ms", "{:.0f}"), ("mean_accepted_length", "acc. len", "{:.2f}"),
@@ -31,7 +32,8 @@ def _cell(row: dict, key: str, fmt: str) -> str:
 def markdown(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(title for _, title, _ in COLUMNS) + " |",
              "|" + "---|" * len(COLUMNS)]
-    order = sorted(rows, key=lambda r: (r["temperature"], r["batch_size"], r["method"], r["placement"]))
+    order = sorted(rows, key=lambda r: (r.get("cpu_isa") or "", r["temperature"], r["batch_size"],
+                                        r["method"], r["placement"]))
     lines += ["| " + " | ".join(_cell(r, key, fmt) for key, _, fmt in COLUMNS) + " |" for r in order]
     datasets = [r for r in rows if r.get("per_dataset") and r["temperature"] == 0
                 and r["method"] != "plain"]  # plain decoding drafts nothing
@@ -44,6 +46,25 @@ def markdown(rows: list[dict]) -> str:
                      + (f" / {v['hit_rate']:.0%}" if "hit_rate" in v else "")
                      for _, v in sorted(r["per_dataset"].items())]
             lines.append(f"| {r['method']} | {r['placement']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def side_by_side(rows: list[dict]) -> str:
+    """One line per method and placement (the demo's table): decode tok/s, its ratio to
+    plain decoding on the same cores, mean accepted length and SSD cache hit rate."""
+    plain = {(r["batch_size"], r["temperature"]): r["decode_tok_s"] for r in rows
+             if r["method"] == "plain" and r["placement"] == "2 cores"}
+    names = {"plain": "plain", "vllm_sd": "vLLM draft_model SD", "vllm_sd_fixed": "vLLM SD (fixed)",
+             "ssd_sd": "vllm_ssd sd", "ssd": "vllm_ssd SSD"}
+    lines = ["| method | cores | bs | T | decode tok/s | vs plain (2 cores) | accepted length | hit rate |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["temperature"], r["batch_size"],
+                                         list(names).index(r["method"]))):
+        base = plain.get((r["batch_size"], r["temperature"]))
+        cells = [names[r["method"]], r["placement"], str(r["batch_size"]), f"{r['temperature']:g}",
+                 f"{r['decode_tok_s']:.2f}", f"{r['decode_tok_s'] / base:.2f}x" if base else "–",
+                 _cell(r, "mean_accepted_length", "{:.2f}"), _cell(r, "hit_rate", "{:.0%}")]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

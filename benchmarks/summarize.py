@@ -33,6 +33,7 @@ def row_metrics(row: dict) -> dict:
     decode_time = sum(max(r["end"] for r in b["requests"]) - max(r["ttft"] for r in b["requests"])
                       for b in row["batches"])
     out = {key: row[key] for key in ("method", "placement", "batch_size", "temperature", "k", "budget")}
+    out.update({key: row[key] for key in ("cpu_isa", "cpu_model") if key in row})
     out.update({
         "output_tokens": tokens, "wall_s": wall, "throughput_tok_s": tokens / wall,
         "decode_tok_s": sum(r["tokens"] - 1 for r in requests) / decode_time,
@@ -96,12 +97,14 @@ def _ssd_metrics(s: dict) -> dict:
 
 
 def add_comparisons(rows: list[dict]) -> list[dict]:
-    """Speedups vs plain (same cores, and one core) and vs vLLM SD; the speed model's
-    prediction for SSD rows (Cor 16 applied to plain decoding on the target's core)."""
+    """Speedups vs plain (same cores, and one core) and vs vLLM SD on the same kind of CPU;
+    the speed model's prediction for SSD rows (Cor 16 applied to plain decoding on the
+    target's core)."""
     def find(method, placement, row):
         for other in rows:
-            if (other["method"], other["placement"], other["batch_size"], other["temperature"]) == \
-                    (method, placement, row["batch_size"], row["temperature"]):
+            if (other["method"], other["placement"], other["batch_size"], other["temperature"],
+                    other.get("cpu_isa")) == (method, placement, row["batch_size"],
+                                              row["temperature"], row.get("cpu_isa")):
                 return other
         return None
     for row in rows:

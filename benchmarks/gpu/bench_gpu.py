@@ -20,6 +20,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[1]))
+from benchmarks.provenance import provenance  # noqa: E402
+
 os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")
 os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -118,6 +121,7 @@ def main() -> None:
                         target_memory=0.85 if torch.cuda.device_count() > 1 else 0.6,
                         ssd_settings=json.loads(args.ssd_settings),
                         gpu=torch.cuda.get_device_name(0))
+            case["provenance"] = provenance(vars(args), "cuda:0")
             proc = subprocess.run([sys.executable, __file__, "--out", args.out, "--case",
                                    json.dumps(case)], capture_output=True, text=True)
             log = Path(f"{args.out}.{pair}-{method}.log")  # vLLM's and the draft server's log

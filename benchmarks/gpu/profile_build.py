@@ -16,12 +16,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
-from vllm_ssd import protocol as P
-from vllm_ssd.settings import SSDSettings
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from benchmarks.provenance import provenance  # noqa: E402
+from vllm_ssd import protocol as P  # noqa: E402
+from vllm_ssd.settings import SSDSettings  # noqa: E402
 
 K = 4
 
@@ -242,7 +246,8 @@ def main() -> None:
     args = parser.parse_args()
     args.acceptance = [float(x) for x in args.acceptance.split(",")]
     logging.basicConfig(level=logging.WARNING)
-    results = {"settings": {k: v for k, v in vars(args).items() if k != "out"},
+    results = {"provenance": provenance({k: v for k, v in vars(args).items() if k != "out"},
+                                        args.device),
                "device": device_name(args.device), "rows": []}
     traced = {int(b) for b in args.trace_batch_sizes.split(",")} if args.trace else set()
     for batch_size in (int(b) for b in args.batch_sizes.split(",")):

@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from benchmarks.provenance import provenance  # noqa: E402
 
 
 def measure(runner, ids, tables, query_len: int, rows: int, repeats: int = 30) -> dict:
@@ -55,6 +60,7 @@ def main() -> None:
     ids = np.random.default_rng(0).integers(100, 50000, size=400)
     out = {f"q{q}_rows{rows}": measure(runner, ids, tables, q, rows)
            for q, rows in ((1, 1), (1, 8), (5, 1), (5, 16))}
+    out["provenance"] = provenance(vars(args), "cuda:0")
     print(json.dumps(out, indent=1))
 
 

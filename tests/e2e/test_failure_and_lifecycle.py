@@ -23,6 +23,8 @@ def draft_servers() -> list[psutil.Process]:
 
 
 def kill_server_after(llm, steps: int, killed: list[int]) -> threading.Thread:
+    """SIGKILLs the draft server once it has served ``steps`` steps; ``killed`` gets its
+    pids, then the kill's ``time.monotonic()``."""
     def run():
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -35,20 +37,32 @@ def kill_server_after(llm, steps: int, killed: list[int]) -> threading.Thread:
         for proc in draft_servers():
             killed.append(proc.pid)
             proc.send_signal(signal.SIGKILL)
+        killed.append(time.monotonic())
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread
+
+
+def generate_with_server_killed(llm, max_tokens: int) -> tuple[list[list[int]], list[int]]:
+    """Greedy outputs of PROMPTS while the draft server is killed after 5 steps, and the
+    killed pids; fails unless the kill landed mid-generation and the proposer saw it."""
+    killed: list = []
+    thread = kill_server_after(llm, steps=5, killed=killed)
+    outputs = token_ids(llm.generate(PROMPTS, greedy(max_tokens), use_tqdm=False))
+    finished = time.monotonic()
+    thread.join()
+    *pids, killed_at = killed
+    assert pids, "the draft server was not found"
+    assert killed_at < finished, "the kill landed after the generation"
+    assert get_ssd_metrics(llm)["restarts"] >= 1, "the generation never saw the dead server"
+    return outputs, pids
 
 
 def test_killing_the_draft_server_loses_nothing(tiny, reference_outputs):
     expected = reference_outputs(200)
     config = ssd_config(tiny["draft_noisy"], log_interval_s=0)
     with make_llm(tiny["target"], speculative_config=config) as llm:
-        killed: list[int] = []
-        thread = kill_server_after(llm, steps=5, killed=killed)
-        outputs = token_ids(llm.generate(PROMPTS, greedy(200), use_tqdm=False))
-        thread.join()
-        assert killed, "the draft server was not found"
+        outputs, killed = generate_with_server_killed(llm, 200)
         assert outputs == expected
         # the server came back: a second batch speculates again, still exactly
         again = token_ids(llm.generate(PROMPTS, greedy(200), use_tqdm=False))

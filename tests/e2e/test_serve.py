@@ -112,14 +112,47 @@ def test_eight_concurrent_clients(servers):
     assert ssd == plain
 
 
+def ssd_counters(url: str) -> dict[str, float]:
+    """SSD cache and vLLM draft counters of /metrics, summed over their labels."""
+    text = requests.get(url + "/metrics", timeout=10).text
+    counters: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(("vllm:ssd_cache_", "vllm:spec_decode_num_drafts_total")):
+            name = line.split()[0].split("{")[0]
+            counters[name] = counters.get(name, 0.0) + float(line.split()[-1])
+    return counters
+
+
 def test_metrics_answer_with_ssd_counters(servers):
-    text = requests.get(servers["ssd"] + "/metrics", timeout=10).text
-    values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
-              if line.startswith("vllm:ssd_cache_")}
-    assert values["vllm:ssd_cache_lookups_total"] > 0
-    assert 0 <= values["vllm:ssd_cache_hits_total"] <= values["vllm:ssd_cache_lookups_total"]
-    assert "vllm:spec_decode_num_drafts_total" in text
-    assert "SSD metrics: cache hit rate" in servers["ssd_log"].read_text()
+    """Counts this test's own traffic (it may run first or alone)."""
+    before = ssd_counters(servers["ssd"])
+    deadline = time.monotonic() + 60  # the log line comes once log_interval_s has passed
+    while True:
+        complete(servers["ssd"], PROMPTS[0])
+        logged = "SSD metrics: cache hit rate" in servers["ssd_log"].read_text()
+        if logged or time.monotonic() > deadline:
+            break
+    after = ssd_counters(servers["ssd"])
+    lookups = "vllm:ssd_cache_lookups_total"
+    assert after[lookups] > before.get(lookups, 0.0)
+    assert 0 <= after["vllm:ssd_cache_hits_total"] <= after[lookups]
+    assert after["vllm:spec_decode_num_drafts_total"] > before.get(
+        "vllm:spec_decode_num_drafts_total", 0.0)
+    assert logged
+
+
+def test_vllm_bench_serve_completes_every_request(servers, tiny, tmp_path):
+    """vLLM's own serving benchmark client (random dataset) against the SSD server."""
+    from benchmarks.vllm_bench import run_vllm_bench
+
+    before = ssd_counters(servers["ssd"])
+    result = run_vllm_bench(servers["ssd"], "tiny", str(tiny["target"]), tmp_path / "bench.json",
+                            num_prompts=8, input_len=32, output_len=24, concurrency=4,
+                            timeout=300)
+    assert (result["num_prompts"], result["completed"], result["failed"]) == (8, 8, 0)
+    assert result["total_output_tokens"] == 8 * 24
+    lookups = "vllm:ssd_cache_lookups_total"
+    assert ssd_counters(servers["ssd"])[lookups] > before.get(lookups, 0.0)
 
 
 def test_bad_ssd_config_stops_serve_with_one_message(tiny, tmp_path):

@@ -5,23 +5,29 @@ FlashAttention paged KV, CUDA graphs for decode and glue steps.
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 import torch
 
-import vllm_ssd
 from tests.conftest import PROMPTS, greedy, make_llm, ssd_config, token_ids
-
-# On the GPU machine the package runs from PYTHONPATH (no entry point): register by hand.
-vllm_ssd.register()
-# Full-precision float32 matmuls (no TF32): verification of K+1 tokens and one-token
-# decoding must agree to the last bit of the argmax for greedy equality.
-os.environ["NVIDIA_TF32_OVERRIDE"] = "0"
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
                                                   reason="needs a CUDA GPU; none is visible")]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def gpu_environment():
+    """Set up when the first GPU test runs (never at collection), undone after the last:
+    full-precision float32 matmuls (no TF32), since verification of K+1 tokens and one-token
+    decoding must agree to the last bit of the argmax for greedy equality; and the plugin
+    registered by hand, as on the GPU machine the package runs from PYTHONPATH (no entry
+    point; ``register`` is idempotent)."""
+    import vllm_ssd
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NVIDIA_TF32_OVERRIDE", "0")
+        vllm_ssd.register()
+        yield
 
 
 def draft_device() -> str:
@@ -51,20 +57,17 @@ def test_greedy_ssd_equals_the_target_on_gpu(tiny, mode, draft):
 
 
 def test_server_restart_on_gpu(tiny):
-    from tests.e2e.test_failure_and_lifecycle import draft_servers, kill_server_after
+    from tests.e2e.test_failure_and_lifecycle import draft_servers, generate_with_server_killed
 
     with gpu_llm(tiny["cyclic_hd64"]) as llm:
         expected = token_ids(llm.generate(PROMPTS, greedy(200), use_tqdm=False))
     config = ssd_config(tiny["draft_hd64"], draft_device=draft_device(),
                         draft_dtype="bfloat16", log_interval_s=0)
     with gpu_llm(tiny["cyclic_hd64"], speculative_config=config) as llm:
-        killed: list[int] = []
-        thread = kill_server_after(llm, steps=5, killed=killed)
-        outputs = token_ids(llm.generate(PROMPTS, greedy(200), use_tqdm=False))
-        thread.join()
+        outputs, killed = generate_with_server_killed(llm, 200)
         again = token_ids(llm.generate(PROMPTS, greedy(200), use_tqdm=False))
         alive = [p.pid for p in draft_servers()]
-    assert killed and outputs == expected and again == expected
+    assert outputs == expected and again == expected
     assert alive and not set(alive) & set(killed)
 
 

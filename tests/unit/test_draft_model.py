@@ -45,22 +45,24 @@ def test_copy_blocks_duplicates_kv(tiny):
 
 @pytest.mark.parametrize("name", ["draft_qwen3", "draft_qwen2", "draft"])
 def test_fused_kernels_match_the_pytorch_ops(tiny, name):
-    """vLLM's fused rms_norm / add + rms_norm / in-place rotary / silu_and_mul (used on GPUs)
-    against the PyTorch paths checked against transformers above (run here on vLLM's CPU
-    build). Qwen3 rotates normed q/k; the others rotate strided views of the qkv output."""
+    """vLLM's fused rms_norm / add + rms_norm / in-place rotary / silu_and_mul (the loader
+    installs them where vLLM's extension runs them) against the PyTorch paths checked
+    against transformers above. Qwen3 rotates normed q/k; the others rotate strided views
+    of the qkv output."""
     import vllm._custom_ops  # noqa: F401  (loads torch.ops._C)
 
     from vllm_ssd.server.model.kernels import Kernels
 
     runner = DraftModelRunner(str(tiny[name]), torch.device("cpu"), "auto",
                               num_blocks=32, block_size=4, max_positions=128, dummy=False)
+    assert runner.model.layers[0].mlp.kernels.ops is torch.ops._C  # what the loader chose
     ids = np.random.default_rng(1).integers(4, 500, size=11)
     tables = np.arange(16).reshape(1, 16)
 
-    def logits():
+    def logits(kernels: Kernels) -> torch.Tensor:
+        runner.model.use_kernels(kernels)
         batch = runner.make_batch(ids, np.array([11]), np.array([0]), tables, np.arange(11))
-        return runner.run(batch)
-    plain = logits()
-    runner.model.use_kernels(Kernels(torch.ops._C))
-    fused = logits()
+        return runner.run(batch)  # [1, vocab]
+    plain = logits(Kernels())
+    fused = logits(Kernels(torch.ops._C))
     assert torch.allclose(fused, plain, atol=1e-4)

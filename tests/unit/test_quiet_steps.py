@@ -35,22 +35,31 @@ def run_steps(engine, num_steps: int) -> list[tuple[int, int]]:
 
 
 def test_speculation_off_promises_quiet_steps_until_the_next_window(tiny):
+    """Off from the start: every promise is kept (no drafts), is as long as allowed (up to
+    MAX_QUIET_STEPS, or up to the step before the next exploration window), never covers
+    a window, and the window speculates."""
     replies = run_steps(make_engine(tiny, pays=False), 2 * EXPLORE_EVERY)
-    assert replies[0] == (0, MAX_QUIET_STEPS)
-    promised = set()
+    windows = [range(start, start + EXPLORE_STEPS)
+               for start in range(EXPLORE_EVERY, len(replies), EXPLORE_EVERY)]
+    in_window = {index for window in windows for index in window}
+    promised: set[int] = set()
     for index, (num_drafts, quiet) in enumerate(replies):
         if index in promised:
-            assert num_drafts == 0
+            assert num_drafts == 0, f"step {index} was promised no drafts"
             continue
-        phase = index % EXPLORE_EVERY
-        exploring = index >= EXPLORE_EVERY and phase < EXPLORE_STEPS
-        assert quiet == (0 if exploring else min(MAX_QUIET_STEPS, EXPLORE_EVERY - 1 - phase))
-        assert num_drafts == 0 or exploring
+        if index in in_window:
+            continue
+        assert num_drafts == 0, f"step {index}: speculation is off outside the windows"
+        next_window = min((w.start for w in windows if w.start > index), default=len(replies))
+        assert 0 < quiet <= MAX_QUIET_STEPS
+        assert quiet == MAX_QUIET_STEPS or index + quiet == next_window - 1
         promised.update(range(index + 1, index + 1 + quiet))
-    # the exploration window after the first EXPLORE_EVERY steps speculates, un-promised
-    window = range(EXPLORE_EVERY, EXPLORE_EVERY + EXPLORE_STEPS)
-    assert not promised & set(window)
-    assert sum(replies[i][0] for i in window) > 0
+    assert not promised & in_window
+    for window in windows:
+        assert sum(replies[i][0] for i in window) > 0, "an exploration window speculates"
+    # the proposer awaits a reply on at most one step in MAX_QUIET_STEPS + 1 while off
+    awaited = [i for i in range(EXPLORE_EVERY) if i not in promised]
+    assert len(awaited) <= -(-EXPLORE_EVERY // (MAX_QUIET_STEPS + 1))
 
 
 def test_speculation_on_explores_off_quietly(tiny):

@@ -62,9 +62,15 @@ def test_every_user_setting_has_an_environment_variable():
 
 
 def test_busy_poll_defaults_to_cuda_draft_devices_only():
-    assert resolve_settings({"draft_device": "cpu"}, environ={}).busy_poll_seconds() == 0.0
-    assert resolve_settings({"draft_device": "cuda:1"}, environ={}).busy_poll_seconds() == 0.02
+    """A CPU draft server must not spin a core the target needs; a CUDA one polls by
+    default; an explicit value wins on either device (0 turns polling off)."""
+    def seconds(**values):
+        return resolve_settings(values, environ={}).busy_poll_seconds()
+    assert seconds(draft_device="cpu") == 0.0
+    assert seconds(draft_device="cuda:1") > 0 and seconds(draft_device="cuda") > 0
+    assert seconds(draft_device="cuda:1", busy_poll_ms=0) == 0.0
+    assert seconds(draft_device="cuda:1", busy_poll_ms=3) == pytest.approx(0.003)
     settings = resolve_settings(environ={"VLLM_SSD_BUSY_POLL_MS": "5", "VLLM_SSD_DRAFT_DEVICE": "cpu"})
-    assert settings.busy_poll_seconds() == 0.005
+    assert settings.busy_poll_seconds() == pytest.approx(0.005)
     with pytest.raises(SSDConfigError, match="'busy_poll_ms'"):
         resolve_settings({"busy_poll_ms": -1}, environ={})

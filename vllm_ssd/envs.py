@@ -1,7 +1,8 @@
 """Every ``VLLM_SSD_*`` environment variable the project reads, in one place.
 
-Settings variables map one-to-one onto fields of ``SSDSettings`` (the variable
-name is ``VLLM_SSD_`` + the field name in upper case). A ``VLLM_SSD_*`` variable
+Settings variables map one-to-one onto the user-facing fields of ``SSDSettings`` (the
+variable name is ``VLLM_SSD_`` + the field name in upper case; the list comes from the
+model itself). A ``VLLM_SSD_*`` variable
 that is neither a setting nor listed below is an error, so typos do not pass
 silently.
 """
@@ -17,26 +18,21 @@ MODELS_DIR = "VLLM_SSD_MODELS"  # where examples/benchmarks build the offline Qw
 IPC_TOKEN = "VLLM_SSD_IPC_TOKEN"  # internal: handshake token handed to the draft server
 OTHER_VARIABLES = (CONFIG_FILE, MODELS_DIR, IPC_TOKEN)
 
-SETTING_FIELDS = (
-    "draft_model", "draft_device", "draft_dtype", "draft_quantization", "draft_cpu_isa",
-    "draft_cpus", "mode",
-    "fanout_budget", "fanout_r", "saguaro_c", "backup", "build_plan", "build_deadline",
-    "prefill_chunk", "ipc_timeout_s", "busy_poll_ms", "startup_timeout_s", "enforce_eager",
-    "block_size", "kv_cache_tokens", "sim_hit_rate", "log_interval_s", "seed",
-)
 
 
 def env_name(field: str) -> str:
     return PREFIX + field.upper()
 
 
-def setting_variables(environ: dict[str, str] | None = None) -> dict[str, str]:
-    """Settings given through the environment: field name -> raw string value.
+def setting_variables(fields: list[str],
+                      environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Settings given through the environment (one variable per name in ``fields``, the
+    user-facing fields of ``SSDSettings``): field name -> raw string value.
 
     Raises ``KeyError`` naming the first unknown ``VLLM_SSD_*`` variable.
     """
     environ = os.environ if environ is None else environ
-    known = {env_name(field): field for field in SETTING_FIELDS}
+    known = {env_name(field): field for field in fields}
     found = {}
     for name, value in environ.items():
         if not name.startswith(PREFIX) or name in OTHER_VARIABLES:

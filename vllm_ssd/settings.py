@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from vllm_ssd import envs
 
 ADDITIONAL_CONFIG_KEY = "vllm_ssd"
+INTERNAL_FIELDS = ("load_format", "runtime_dir")  # set by the plugin, not by users
 
 
 class SSDConfigError(ValueError):
@@ -60,13 +61,30 @@ class SSDSettings(BaseModel):
     runtime_dir: str | None = None  # internal: private directory for IPC sockets
 
     @classmethod
-    def field_names(cls) -> list[str]:
-        return list(cls.model_fields)
+    def user_field_names(cls) -> list[str]:
+        return [name for name in cls.model_fields if name not in INTERNAL_FIELDS]
+
+    def on_gpu(self) -> bool:
+        return self.draft_device.startswith("cuda")
 
     def busy_poll_seconds(self) -> float:
         if self.busy_poll_ms is not None:
             return self.busy_poll_ms / 1e3
-        return 0.02 if self.draft_device.startswith("cuda") else 0.0
+        return DEVICE_DEFAULTS[self.on_gpu()]["busy_poll_s"]
+
+    def prefill_chunk_tokens(self) -> int:
+        return self.prefill_chunk or DEVICE_DEFAULTS[self.on_gpu()]["prefill_chunk"]
+
+
+# Defaults that depend on the draft device (measured; on_gpu -> values): a CUDA draft
+# server polls its socket after a build (no wake-up latency) and prefills long chunks; a
+# CPU one must not spin a core the target needs, and prefills in short chunks so that a
+# build stays within a few target steps. jit_step_prior_s: the just-in-time draft step's
+# cost before any was measured.
+DEVICE_DEFAULTS = {
+    True: {"busy_poll_s": 0.02, "prefill_chunk": 2048, "jit_step_prior_s": 0.01},
+    False: {"busy_poll_s": 0.0, "prefill_chunk": 256, "jit_step_prior_s": 0.03},
+}
 
 
 def resolve_settings(overrides: dict[str, Any] | None = None, override_source: str = "",
@@ -85,11 +103,12 @@ def resolve_settings(overrides: dict[str, Any] | None = None, override_source: s
     if path:
         add(_read_file(path), f"{envs.CONFIG_FILE}={path}")
     try:
-        env_values = envs.setting_variables(environ)
+        env_values = envs.setting_variables(SSDSettings.user_field_names(), environ)
     except KeyError as error:
         raise SSDConfigError(
             f"vllm_ssd: unknown SSD setting {error.args[0]} (environment variable); "
-            f"known settings: {', '.join(map(envs.env_name, envs.SETTING_FIELDS))}") from None
+            f"known settings: {', '.join(map(envs.env_name, SSDSettings.user_field_names()))}"
+        ) from None
     add(env_values, "environment variable")
     add(dict(additional or {}), f'additional_config["{ADDITIONAL_CONFIG_KEY}"]')
     add(dict(overrides or {}), override_source or "arguments")
@@ -116,7 +135,7 @@ def _named_error(error: ValidationError, origin: dict[str, str]) -> SSDConfigErr
     if first["type"] == "extra_forbidden":
         return SSDConfigError(
             f"vllm_ssd: unknown SSD setting '{name}' (from {source}); known settings: "
-            f"{', '.join(SSDSettings.field_names()[:-2])}")
+            f"{', '.join(SSDSettings.user_field_names())}")
     return SSDConfigError(
         f"vllm_ssd: invalid SSD setting '{name}' = {first.get('input')!r} (from {source}): "
         f"{first['msg']}")

@@ -54,11 +54,16 @@ def test_devices_and_cpu_lists():
 
 
 def test_every_user_setting_has_an_environment_variable():
-    from vllm_ssd.envs import SETTING_FIELDS
-    from vllm_ssd.settings import SSDSettings
+    from vllm_ssd import envs
+    from vllm_ssd.settings import INTERNAL_FIELDS, SSDSettings
 
-    internal = {"load_format", "runtime_dir"}
-    assert set(SSDSettings.model_fields) - internal == set(SETTING_FIELDS)
+    fields = SSDSettings.user_field_names()
+    assert set(fields) == set(SSDSettings.model_fields) - set(INTERNAL_FIELDS)
+    environ = {envs.env_name(name): "x" for name in fields}
+    assert envs.setting_variables(fields, environ) == dict.fromkeys(fields, "x")
+    assert resolve_settings(environ={"VLLM_SSD_FANOUT_BUDGET": "3"}).fanout_budget == 3
+    with pytest.raises(SSDConfigError, match="VLLM_SSD_RUNTIME_DIR"):  # internal: no variable
+        resolve_settings(environ={"VLLM_SSD_RUNTIME_DIR": "/tmp/x"})
 
 
 def test_busy_poll_defaults_to_cuda_draft_devices_only():

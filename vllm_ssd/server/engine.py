@@ -22,7 +22,7 @@ from vllm_ssd.server.spec_cache import SpeculationCache
 from vllm_ssd.server.state import RequestTable
 from vllm_ssd.server.stats import ServerStats
 from vllm_ssd.server.switch import SwitchState, decide
-from vllm_ssd.settings import SSDSettings
+from vllm_ssd.settings import DEVICE_DEFAULTS, SSDSettings
 
 logger = logging.getLogger(__name__)
 REPLAN_EVERY = 16  # steps between build plans
@@ -38,12 +38,12 @@ class DraftEngine:
         self.table = RequestTable(max_slots, max_len, max_drafts, self.blocks)
         self.cache = SpeculationCache(max_slots, max_drafts, settings.fanout_budget)
         self.drafter = Drafter(runner, settings.saguaro_c, seed=settings.seed)
-        on_gpu = runner.device.type == "cuda"  # device-dependent defaults, measured
-        chunk = settings.prefill_chunk or (2048 if on_gpu else 256)
-        self.builder = CacheBuilder(self.drafter, self.table, self.cache, self.blocks, chunk)
+        self.builder = CacheBuilder(self.drafter, self.table, self.cache, self.blocks,
+                                    settings.prefill_chunk_tokens())
         self.policy = SpeculationPolicy(max_drafts, settings.fanout_budget,
                                         settings.fanout_r or 1.0, settings.fanout_r is not None,
-                                        settings.backup, 0.01 if on_gpu else 0.03)
+                                        settings.backup,
+                                        DEVICE_DEFAULTS[settings.on_gpu()]["jit_step_prior_s"])
         if not settings.enforce_eager:
             # query length 1: branch / JIT decode steps; 2..K+1: glue passes and catch-ups
             rows = {1: max_slots * settings.fanout_budget,

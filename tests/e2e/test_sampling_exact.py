@@ -79,7 +79,7 @@ def test_cpu_expand_kernel_writes_the_callers_dtype(tiny):
     """After SSD starts, vLLM's per-token temperature expansion is right (vLLM #55005)."""
     from vllm.v1.sample.rejection_sampler import expand_batch_to_tokens
 
-    from vllm_ssd.cpu_sampling_fix import expand_kernel_impl
+    from vllm_ssd.vllm_seam.cpu_sampling_fix import expand_kernel_impl
 
     out = torch.empty(5)
     expand_kernel_impl(out, torch.tensor([0.7, 0.0, 1.5]), torch.tensor([2, 3, 5]), 0, 1)

@@ -13,7 +13,7 @@ before = dict(os.environ)
 import {module}
 changed = sorted(k for k in set(before) | set(os.environ) if before.get(k) != os.environ.get(k))
 assert not changed, f"importing {module} changed the environment: {{changed}}"
-assert "vllm_ssd.plugin" not in sys.modules, "importing {module} registered the plugin"
+assert "vllm_ssd.vllm_seam.plugin" not in sys.modules, "importing {module} registered the plugin"
 """
 
 

@@ -5,9 +5,9 @@ import types
 import numpy as np
 
 from vllm_ssd import protocol as P
-from vllm_ssd.metrics import StatsLogger
-from vllm_ssd.proposer import SSDProposer
-from vllm_ssd.tracker import RequestTracker
+from vllm_ssd.vllm_seam.metrics import StatsLogger
+from vllm_ssd.vllm_seam.proposer import SSDProposer
+from vllm_ssd.vllm_seam.tracker import RequestTracker
 
 
 class FakeClient:

@@ -2,7 +2,7 @@
 import numpy as np
 
 from vllm_ssd import protocol as P
-from vllm_ssd.tracker import RequestTracker
+from vllm_ssd.vllm_seam.tracker import RequestTracker
 
 
 def test_step_round_trip():

@@ -1,6 +1,6 @@
 """Cumulative counters of the draft server, shipped with every reply.
 
-Names are stable: the proposer logs them, ``vllm_ssd.metrics`` exports them as
+Names are stable: the proposer logs them, ``vllm_ssd.vllm_seam.metrics`` exports them as
 ``vllm:ssd_*`` Prometheus series. Vectors are flattened as ``name.i``.
 """
 from __future__ import annotations

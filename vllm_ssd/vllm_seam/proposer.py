@@ -19,9 +19,9 @@ import numpy as np
 
 from vllm_ssd import protocol as P
 from vllm_ssd.client import DraftClient, DraftServerUnavailable
-from vllm_ssd.metrics import StatsLogger
+from vllm_ssd.vllm_seam.metrics import StatsLogger
 from vllm_ssd.settings import ADDITIONAL_CONFIG_KEY, SSDSettings
-from vllm_ssd.tracker import RequestTracker
+from vllm_ssd.vllm_seam.tracker import RequestTracker
 
 logger = logging.getLogger(__name__)
 RESTART_BACKOFF_S = (1.0, 5.0, 30.0)
@@ -29,8 +29,8 @@ RESTART_BACKOFF_S = (1.0, 5.0, 30.0)
 
 class SSDProposer:
     def __init__(self, vllm_config):
-        from vllm_ssd.cpu_sampling_fix import ensure_exact_cpu_sampling
-        from vllm_ssd.plugin import settings_from_vllm_config
+        from vllm_ssd.vllm_seam.cpu_sampling_fix import ensure_exact_cpu_sampling
+        from vllm_ssd.vllm_seam.plugin import settings_from_vllm_config
 
         ensure_exact_cpu_sampling()
         self.settings: SSDSettings = settings_from_vllm_config(vllm_config)

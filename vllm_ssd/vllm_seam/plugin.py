@@ -23,7 +23,7 @@ from vllm_ssd.settings import ADDITIONAL_CONFIG_KEY, SSDSettings, resolve_settin
 logger = logging.getLogger(__name__)
 
 PROPOSER_PATH = "vllm_ssd.SSDProposer"
-PROPOSER_PATHS = (PROPOSER_PATH, "vllm_ssd.proposer.SSDProposer")
+PROPOSER_PATHS = (PROPOSER_PATH, "vllm_ssd.vllm_seam.proposer.SSDProposer")
 TESTED_VLLM = ((0, 24), (0, 34))  # [min, max) of vLLM versions with this EngineArgs method
 # vLLM speculative-config keys that keep their meaning under "method": "ssd"
 PASSTHROUGH_KEYS = ("num_speculative_tokens", "max_model_len", "disable_by_batch_size",
@@ -99,7 +99,7 @@ def translate_engine_args(engine_args, target_model_config, target_parallel_conf
 
 def _finish(settings: SSDSettings, engine_args, target_model_config, target_parallel_config,
             num_speculative_tokens) -> SSDSettings:
-    from vllm_ssd.metrics import process_runtime_root, register_collector
+    from vllm_ssd.vllm_seam.metrics import process_runtime_root, register_collector
     from vllm_ssd.validation import validate_for_target
 
     target_gpus = target_parallel_config.world_size if target_parallel_config else 1

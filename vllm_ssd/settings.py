@@ -87,6 +87,15 @@ DEVICE_DEFAULTS = {
 }
 
 
+def parse_cpu_list(spec: str) -> list[int]:
+    """The ``draft_cpus`` format: '1', '2-3,6' -> [1], [2, 3, 6]."""
+    cpus: list[int] = []
+    for part in spec.split(","):
+        low, _, high = part.strip().partition("-")
+        cpus.extend(range(int(low), int(high or low) + 1))
+    return cpus
+
+
 def resolve_settings(overrides: dict[str, Any] | None = None, override_source: str = "",
                      additional: dict[str, Any] | None = None,
                      environ: dict[str, str] | None = None) -> SSDSettings:

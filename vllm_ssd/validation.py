@@ -6,8 +6,8 @@ import json
 import os
 from pathlib import Path
 
-from vllm_ssd.server.model.arch import ModelArch
-from vllm_ssd.settings import SSDConfigError, SSDSettings
+from vllm_ssd.arch import ModelArch
+from vllm_ssd.settings import SSDConfigError, SSDSettings, parse_cpu_list
 
 MAX_SPECULATIVE_TOKENS = 16
 
@@ -51,15 +51,6 @@ def check_vocab(draft_dir: str, target_vocab_size: int) -> None:
             f"vllm_ssd: invalid SSD setting 'draft_model' = {draft_dir!r}: its vocabulary "
             f"({draft_vocab} tokens) differs from the target's ({target_vocab_size}); the draft "
             "must use the target's tokenizer")
-
-
-def parse_cpu_list(spec: str) -> list[int]:
-    """'1', '2-3,6' -> [1], [2, 3, 6]."""
-    cpus: list[int] = []
-    for part in spec.split(","):
-        low, _, high = part.strip().partition("-")
-        cpus.extend(range(int(low), int(high or low) + 1))
-    return cpus
 
 
 def check_cpus(spec: str | None) -> None:

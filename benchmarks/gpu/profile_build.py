@@ -40,7 +40,7 @@ def make_engine(args, batch_size: int):
     hello = P.Hello(version=P.PROTOCOL_VERSION, token="", num_speculative_tokens=K,
                     target_vocab_size=0, max_model_len=args.context + 512,
                     max_num_seqs=batch_size)
-    from vllm_ssd.server.model.arch import ModelArch
+    from vllm_ssd.arch import ModelArch
     hello.target_vocab_size = ModelArch.from_dir(args.draft).vocab_size
     return build_engine(settings, hello)
 

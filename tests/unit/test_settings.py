@@ -4,7 +4,8 @@ import json
 import pytest
 
 from vllm_ssd.settings import SSDConfigError, resolve_settings
-from vllm_ssd.validation import check_num_speculative_tokens, parse_cpu_list, resolve_device
+from vllm_ssd.settings import parse_cpu_list
+from vllm_ssd.validation import check_num_speculative_tokens, resolve_device
 
 
 def test_defaults_run_on_cpu():

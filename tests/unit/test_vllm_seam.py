@@ -36,3 +36,24 @@ def test_the_check_sees_an_internal_import(tmp_path):
     module.write_text("from vllm.engine.arg_utils import EngineArgs\nimport vllm._custom_ops\n"
                       "from vllm import _custom_ops as ops\n")
     assert vllm_imports(module) == {"vllm.engine.arg_utils", "vllm._custom_ops"}
+
+
+def imported_modules(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def test_the_process_boundary_is_crossed_by_shared_modules_only():
+    """The draft server never imports the proposer's side (client, validation, the seam),
+    and the proposer's side never imports the server's modules."""
+    proposer_side = ("vllm_ssd.client", "vllm_ssd.validation", "vllm_ssd.vllm_seam")
+    for path in (PACKAGE / "server").rglob("*.py"):
+        assert not any(m.startswith(proposer_side) for m in imported_modules(path)), path
+    for path in [*(PACKAGE / "vllm_seam").rglob("*.py"), PACKAGE / "client.py",
+                 PACKAGE / "validation.py"]:
+        assert not any(m.startswith("vllm_ssd.server") for m in imported_modules(path)), path

@@ -7,7 +7,7 @@ import logging
 import os
 
 from vllm_ssd import protocol as P
-from vllm_ssd.settings import SSDSettings
+from vllm_ssd.settings import SSDSettings, parse_cpu_list
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +64,6 @@ def build_engine(settings: SSDSettings, hello: P.Hello):
 def place_process(device, cpus: str | None) -> None:
     """CPU drafting: pin to the draft cores (default: the machine's last CPU)."""
     import torch
-
-    from vllm_ssd.validation import parse_cpu_list
 
     if device.type != "cpu":
         return

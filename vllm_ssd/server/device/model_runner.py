@@ -6,7 +6,7 @@ import logging
 import numpy as np
 import torch
 
-from vllm_ssd.server.model.arch import ModelArch
+from vllm_ssd.arch import ModelArch
 from vllm_ssd.server.kv.attention import TorchPagedAttention
 from vllm_ssd.server.kv.attention_cuda import FlashPagedAttention, flash_attention_available
 from vllm_ssd.server.kv.batch import TokenBatch, make_token_batch

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vllm_ssd.server.model.arch import ModelArch
+from vllm_ssd.arch import ModelArch
 from vllm_ssd.server.model.kernels import Kernels
 from vllm_ssd.server.model.layers import RMSNorm, RotaryEmbedding
 

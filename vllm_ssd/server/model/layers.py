@@ -6,7 +6,7 @@ import math
 import torch
 from torch import nn
 
-from vllm_ssd.server.model.arch import ModelArch
+from vllm_ssd.arch import ModelArch
 from vllm_ssd.server.model.kernels import Kernels
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from vllm_ssd.server.model.arch import ModelArch
+from vllm_ssd.arch import ModelArch
 from vllm_ssd.server.model.cpu_linear import replace_linears
 from vllm_ssd.server.model.kernels import load_kernels
 from vllm_ssd.server.model.layers import RotaryEmbedding

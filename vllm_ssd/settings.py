@@ -79,11 +79,12 @@ class SSDSettings(BaseModel):
 # Defaults that depend on the draft device (measured; on_gpu -> values): a CUDA draft
 # server polls its socket after a build (no wake-up latency) and prefills long chunks; a
 # CPU one must not spin a core the target needs, and prefills in short chunks so that a
-# build stays within a few target steps. jit_step_prior_s: the just-in-time draft step's
-# cost before any was measured.
+# build stays within a few target steps. row_cost_prior: the cost of one more row in a draft
+# forward, as a fraction of a one-row forward, before any was measured
+# (benchmarks/profile_draft.py).
 DEVICE_DEFAULTS = {
-    True: {"busy_poll_s": 0.02, "prefill_chunk": 2048, "jit_step_prior_s": 0.01},
-    False: {"busy_poll_s": 0.0, "prefill_chunk": 256, "jit_step_prior_s": 0.03},
+    True: {"busy_poll_s": 0.02, "prefill_chunk": 2048, "row_cost_prior": 0.01},
+    False: {"busy_poll_s": 0.0, "prefill_chunk": 256, "row_cost_prior": 0.03},
 }
 
 

@@ -34,7 +34,7 @@ def test_linear_cost_converges():
 
 
 def make_policy(backup="auto"):
-    policy = SpeculationPolicy(max_drafts=4, max_budget=8, prior_r=1.0, fixed_r=False,
+    policy = SpeculationPolicy(max_drafts=4, max_budget=8, fanout_r=None,
                                backup=backup)
     for _ in range(MIN_STEP_SAMPLES):  # enough steps of both kinds to predict from
         policy.observe_target_step(0.01, verified_drafts=True)
@@ -90,7 +90,7 @@ def test_a_wide_spread_of_rows_measures_the_slope():
 def test_a_gpu_like_draft_keeps_the_full_fan_out_at_batch_size_one():
     """A flat cost in rows (a GPU) must not be read as 'each branch costs a forward':
     with only one-row passes observed the planner still fans out to the full budget."""
-    policy = SpeculationPolicy(max_drafts=4, max_budget=8, prior_r=1.0, fixed_r=False,
+    policy = SpeculationPolicy(max_drafts=4, max_budget=8, fanout_r=None,
                                backup="auto", relative_row_cost=0.01)
     policy.target_step_s.value = 0.0067
     for _ in range(50):
@@ -179,7 +179,7 @@ def test_speculation_is_switched_off_when_it_cannot_pay():
 def test_speculation_stays_on_until_steps_of_both_kinds_were_timed():
     """s5 diagnosis (one H200, bs 1): the first steps' times (a prefill, warm-up) pulled
     the prediction to "off" and the server decoded 64 steps without drafts."""
-    policy = SpeculationPolicy(max_drafts=4, max_budget=8, prior_r=1.0, fixed_r=False,
+    policy = SpeculationPolicy(max_drafts=4, max_budget=8, fanout_r=None,
                                backup="auto")
     policy.plan = type(policy.plan)(budget=8, depth=4, predicted_t_p=4.0)  # model: no gain
     policy.p_hit.value = 0.1

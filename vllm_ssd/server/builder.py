@@ -179,7 +179,9 @@ class CacheBuilder:
         temps = self.table.temperature[branches.slots]
         # the first branch step always runs: a one-token hit beats a miss
         return self.drafter.decode(tables, fork_lens, branches.tokens, temps, depth,
-                                   self.drafter_top_f(), stop, min_steps=1)
+                                   self.cache_width, stop, min_steps=1)
 
-    def drafter_top_f(self) -> int:
+    @property
+    def cache_width(self) -> int:
+        """Branches the cache holds per (row, k): the top-F of Saguaro sampling."""
         return self.cache.keys.shape[2]

@@ -40,10 +40,9 @@ class DraftEngine:
         self.drafter = Drafter(runner, settings.saguaro_c, seed=settings.seed)
         self.builder = CacheBuilder(self.drafter, self.table, self.cache, self.blocks,
                                     settings.prefill_chunk_tokens())
-        self.policy = SpeculationPolicy(max_drafts, settings.fanout_budget,
-                                        settings.fanout_r or 1.0, settings.fanout_r is not None,
+        self.policy = SpeculationPolicy(max_drafts, settings.fanout_budget, settings.fanout_r,
                                         settings.backup,
-                                        DEVICE_DEFAULTS[settings.on_gpu()]["jit_step_prior_s"])
+                                        DEVICE_DEFAULTS[settings.on_gpu()]["row_cost_prior"])
         if not settings.enforce_eager:
             # query length 1: branch / JIT decode steps; 2..K+1: glue passes and catch-ups
             rows = {1: max_slots * settings.fanout_budget,

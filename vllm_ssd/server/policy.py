@@ -28,17 +28,18 @@ class BuildPlan:
 
 
 class SpeculationPolicy:
-    def __init__(self, max_drafts: int, max_budget: int, prior_r: float, fixed_r: bool,
+    def __init__(self, max_drafts: int, max_budget: int, fanout_r: float | None,
                  backup: str, relative_row_cost: float = 0.03):
-        """relative_row_cost: the prior cost of one more row in a draft forward, as a
-        fraction of a one-row forward (about 0.01 on a GPU, 0.03 on a CPU core; see
-        benchmarks/profile_draft.py)."""
+        """fanout_r: the miss law's exponent r when given (the ``fanout_r`` setting), else
+        estimated from the hits with a prior of 1; relative_row_cost: the prior cost of one
+        more row in a draft forward, as a fraction of a one-row forward (about 0.01 on a
+        GPU, 0.03 on a CPU core; see benchmarks/profile_draft.py)."""
         self.max_drafts = max_drafts
         self.max_budget = max_budget
         self.backup_setting = backup
-        self.fixed_r = fixed_r
+        self.fixed_r = fanout_r is not None
         self.acceptance = [AcceptanceEstimate(p) for p in (0.0, 0.7, 0.7, 0.2)]
-        self.miss_law = PowerLawMissEstimate(prior_r, max_budget)
+        self.miss_law = PowerLawMissEstimate(fanout_r or 1.0, max_budget)
         self.p_hit = Ewma(0.5)
         self.target_step_s = Ewma(None, weight=0.2)  # a target step verifying drafts
         self.plain_step_s = Ewma(None, weight=0.2)  # a target step without drafts

@@ -14,13 +14,12 @@ PREFIX = "VLLM_SSD_"
 # Not settings:
 CONFIG_FILE = "VLLM_SSD_CONFIG"  # path of a JSON file of SSD settings
 MODELS_DIR = "VLLM_SSD_MODELS"  # where examples/benchmarks build the offline Qwen pair
-IPC_TOKEN = "VLLM_SSD_IPC_TOKEN"  # internal: handshake token handed to the draft server
-OTHER_VARIABLES = (CONFIG_FILE, MODELS_DIR, IPC_TOKEN)
+OTHER_VARIABLES = (CONFIG_FILE, MODELS_DIR)
 
 SETTING_FIELDS = (
     "draft_model", "draft_device", "draft_dtype", "draft_quantization", "draft_cpus", "mode",
     "fanout_budget", "fanout_r", "saguaro_c", "backup", "build_plan", "build_deadline",
-    "prefill_chunk", "ipc_timeout_s", "busy_poll_ms", "startup_timeout_s", "enforce_eager",
+    "prefill_chunk", "ipc_timeout_s", "step_deadline_ms", "busy_poll_ms", "startup_timeout_s", "enforce_eager",
     "block_size", "kv_cache_tokens", "sim_hit_rate", "log_interval_s", "seed",
 )
 

@@ -26,6 +26,12 @@ COUNTERS = (
     ("vllm:ssd_build_seconds", "build_seconds", "", "Time spent building the cache"),
     ("vllm:ssd_branches", "branches", "", "Branches pre-drafted"),
     ("vllm:ssd_server_restarts", "restarts", "", "Draft server restarts"),
+    ("vllm:ssd_deadline_misses", "deadline_misses", "", "Steps whose drafts came after the "
+     "step deadline (decoded without drafts)"),
+    ("vllm:ssd_rejected_frames", "rejected_frames", "", "Frames the draft server dropped "
+     "(malformed, inconsistent, or from another peer)"),
+    ("vllm:ssd_foreign_frames", "foreign_frames", "", "Dropped frames that came from a peer "
+     "other than the proposer"),
     ("vllm:ssd_accepted_length", "accepted_length", "k", "Rounds by number of accepted drafts"),
     ("vllm:ssd_accepted_per_position", "accepted_per_pos", "position", "Accepted drafts per position"),
     ("vllm:ssd_proposed_per_position", "proposed_per_pos", "position", "Proposed drafts per position"),
@@ -79,7 +85,8 @@ def process_runtime_root() -> str:
 
 
 def read_stats(runtime_dir: str, timeout_s: float = 2.0) -> dict[str, float]:
-    """Sum of the stats of every draft server with a socket under ``runtime_dir``."""
+    """Sum of the stats of every draft server with a socket under ``runtime_dir`` (each
+    ``draft-*.addr`` file holds the socket path and the server's read-only stats key)."""
     import zmq
 
     from vllm_ssd import protocol as P
@@ -89,7 +96,7 @@ def read_stats(runtime_dir: str, timeout_s: float = 2.0) -> dict[str, float]:
     for address in sorted(glob.glob(os.path.join(runtime_dir, "**", "draft-*.addr"), recursive=True)):
         try:
             with open(address) as handle:
-                path = handle.read().strip()
+                path, _, key = handle.read().strip().partition("\n")
         except OSError:  # the server is shutting down
             continue
         if not os.path.exists(path):
@@ -98,14 +105,30 @@ def read_stats(runtime_dir: str, timeout_s: float = 2.0) -> dict[str, float]:
         socket.setsockopt(zmq.LINGER, 0)
         try:
             socket.connect(f"ipc://{path}")
-            socket.send(P.encode(P.StatsRequest()))
+            socket.send(P.encode(P.StatsRequest(key=key.strip())))
             if socket.poll(int(timeout_s * 1000)):
                 reply = P.decode(socket.recv())
-                for key, value in getattr(reply, "stats", {}).items():
-                    total[key] = total.get(key, 0.0) + value
+                for key_name, value in getattr(reply, "stats", {}).items():
+                    total[key_name] = total.get(key_name, 0.0) + value
         finally:
             socket.close()
     return total
+
+
+class MonotonicTotals:
+    """The counters as last read, never lower: while a draft server restarts (or a read
+    times out) every counter keeps its last value instead of vanishing or dropping."""
+
+    def __init__(self):
+        self.totals: dict[str, float] = {}
+
+    def update(self, stats: dict[str, float]) -> dict[str, float]:
+        for key, value in stats.items():
+            self.totals[key] = max(self.totals.get(key, 0.0), value)
+        return dict(self.totals)
+
+
+TOTALS_ATTRIBUTE = "_vllm_ssd_totals"  # the MonotonicTotals of an LLM's get_ssd_metrics
 
 
 def get_ssd_metrics(llm) -> dict[str, float]:
@@ -116,12 +139,20 @@ def get_ssd_metrics(llm) -> dict[str, float]:
     runtime_dir = (config.get(ADDITIONAL_CONFIG_KEY) or {}).get("runtime_dir")
     if not runtime_dir:
         raise ValueError("this LLM does not use vllm_ssd")
-    stats = read_stats(runtime_dir)
+    if not hasattr(llm, TOTALS_ATTRIBUTE):
+        setattr(llm, TOTALS_ATTRIBUTE, MonotonicTotals())
+    stats = getattr(llm, TOTALS_ATTRIBUTE).update(read_stats(runtime_dir))
     return {**stats, **summary(stats)}
 
 
 class SSDMetricsCollector:
-    """Prometheus collector for every draft server of this process's engines."""
+    """Prometheus collector for every draft server of this process's engines. Every
+    series is present from the first scrape on and stays monotonic across restarts."""
+
+    def __init__(self, read=None):
+        """read: () -> summed stats of the live servers (default: this process's)."""
+        self.read = read or (lambda: read_stats(process_runtime_root(), timeout_s=1.0))
+        self.totals = MonotonicTotals()
 
     def describe(self):
         return []
@@ -129,9 +160,7 @@ class SSDMetricsCollector:
     def collect(self):
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-        stats = read_stats(process_runtime_root(), timeout_s=1.0)
-        if not stats:
-            return
+        stats = self.totals.update(self.read())
         for name, key, label, help_text in COUNTERS:
             family = CounterMetricFamily(name, help_text, labels=[label] if label else None)
             if label:

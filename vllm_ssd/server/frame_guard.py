@@ -55,7 +55,8 @@ class FrameGuard:
     def admit(self, parts: list[bytes]) -> tuple[bytes, P.Message] | None:
         """(identity, message) of an acceptable frame, else None (counted and logged)."""
         if len(parts) != 2:
-            return self.reject("frame of %d parts (expected identity + payload)", len(parts))
+            return self.reject("frame of %d parts (expected identity + payload)", len(parts),
+                               identity=parts[0] if parts else None)
         identity, payload = parts
         if len(payload) > self.max_frame_bytes:
             return self.reject("oversized frame of %d bytes", len(payload), identity=identity)

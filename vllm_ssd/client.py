@@ -33,6 +33,12 @@ logger = logging.getLogger(__name__)
 _THREAD_ENV = ("OMP_NUM_THREADS", "OMP_PLACES", "OMP_PROC_BIND", "GOMP_CPU_AFFINITY",
                "KMP_AFFINITY", "KMP_BLOCKTIME", "KMP_TPAUSE")
 POLL_SLICE_MS = 20
+# oneDNN keeps a primitive per GEMM shape, up to 1024 by default; the draft's passes come
+# in many row counts, so the server's memory grew by hundreds of MB before levelling off.
+# vLLM's GEMM handlers keep their own 32 per layer; a global 64 bounds the growth (the
+# tiny test models' soak used the same CPU time with 0, 64 and 1024). A value set in the
+# environment wins.
+ONEDNN_CACHE_VARIABLE, ONEDNN_CACHE_ENTRIES = "ONEDNN_PRIMITIVE_CACHE_CAPACITY", "64"
 # the server runs the same vllm_ssd as this proposer, whatever the working directory holds
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _SERVER_BOOT = ("import sys; sys.path.insert(0, sys.argv.pop(1)); "
@@ -101,6 +107,7 @@ class DraftClient:
 
     def _spawn(self, path: str, token: str, stats_key: str) -> subprocess.Popen:
         env = {k: v for k, v in os.environ.items() if k not in _THREAD_ENV}
+        env.setdefault(ONEDNN_CACHE_VARIABLE, ONEDNN_CACHE_ENTRIES)
         settings = self.settings
         if settings.draft_device.startswith("cuda"):
             # the server sees only its own GPU, so it never touches the target's memory

@@ -17,7 +17,6 @@ import secrets
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from itertools import count
@@ -27,6 +26,7 @@ import zmq
 
 from vllm_ssd import protocol as P
 from vllm_ssd.reaper import kill_off_the_critical_path, stop_gracefully
+from vllm_ssd.runtime_files import new_socket_path, write_private
 from vllm_ssd.settings import SSDSettings
 
 logger = logging.getLogger(__name__)
@@ -53,22 +53,12 @@ class StepDeadlineMissed(RuntimeError):
     """No reply within the step's deadline; the server may still be working on it."""
 
 
-MAX_SOCKET_PATH = 100  # sockaddr_un.sun_path holds 107 bytes
-
-
 @dataclass
 class ServerProcess:
     process: subprocess.Popen
     socket_path: str
-    address_file: str  # <runtime dir>/draft-*.addr (0600): the socket path and stats key
     short_dir: str | None = None  # private directory used when the runtime dir is too deep
     started_at: float = 0.0  # time.monotonic() of the spawn
-
-
-def runtime_dir(settings: SSDSettings) -> str:
-    path = settings.runtime_dir or os.path.join(tempfile.gettempdir(), f"vllm-ssd-{os.getpid()}")
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    return path
 
 
 class DraftClient:
@@ -82,20 +72,19 @@ class DraftClient:
         self.sequence = count()
         self.awaiting_hello = False
         self.last_heard = 0.0  # time.monotonic() of the server's last message
+        # <runtime dir>/draft-*.addr (0600): the current server's socket path and stats key,
+        # one file for the client's lifetime (metrics readers track a client's servers by it)
+        self.address_file: str | None = None
 
     def start(self, wait: bool = True) -> None:
         """Spawns the server and sends the handshake; with ``wait`` blocks for its reply."""
         self.close_server()
-        name = os.path.join(runtime_dir(self.settings), f"draft-{os.getpid()}-{secrets.token_hex(4)}")
-        path, short_dir = name + ".sock", None
-        if len(path) > MAX_SOCKET_PATH:
-            short_dir = tempfile.mkdtemp(prefix="vllm-ssd-", dir="/tmp")
-            path = os.path.join(short_dir, "draft.sock")
+        name, path, short_dir = new_socket_path(self.settings)
         token, stats_key = secrets.token_hex(16), secrets.token_hex(16)
-        with open(os.open(name + ".addr", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
-            handle.write(f"{path}\n{stats_key}\n")
-        self.server = ServerProcess(self._spawn(path, token, stats_key), path, name + ".addr",
-                                    short_dir, started_at=time.monotonic())
+        self.address_file = self.address_file or name + ".addr"
+        write_private(self.address_file, f"{path}\n{stats_key}\n")
+        self.server = ServerProcess(self._spawn(path, token, stats_key), path, short_dir,
+                                    started_at=time.monotonic())
         self.socket = self.context.socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.IDENTITY, secrets.token_bytes(16))
@@ -243,7 +232,8 @@ class DraftClient:
 
     def close_server(self, graceful: bool = False) -> None:
         """Stops the server process: a Shutdown message, then (at once, or after a short
-        wait when ``graceful``) SIGKILL, reaped off this thread; removes its files."""
+        wait when ``graceful``) SIGKILL, reaped off this thread; removes its socket (the
+        address file stays, to name the next server, until ``close``)."""
         if self.socket is not None and self.server is not None:
             try:
                 self.socket.send(P.encode(P.Shutdown()), zmq.NOBLOCK)
@@ -251,9 +241,8 @@ class DraftClient:
                 pass
         if self.server is not None:
             (stop_gracefully if graceful else kill_off_the_critical_path)(self.server.process)
-            for path in (self.server.socket_path, self.server.address_file):
-                if os.path.exists(path):
-                    os.unlink(path)
+            if os.path.exists(self.server.socket_path):
+                os.unlink(self.server.socket_path)
             if self.server.short_dir:
                 shutil.rmtree(self.server.short_dir, ignore_errors=True)
         if self.socket is not None:
@@ -262,6 +251,8 @@ class DraftClient:
 
     def close(self) -> None:
         self.close_server(graceful=True)
+        if self.address_file and os.path.exists(self.address_file):
+            os.unlink(self.address_file)
         self.context.term()
 
 

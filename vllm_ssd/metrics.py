@@ -84,21 +84,23 @@ def process_runtime_root() -> str:
     return os.path.join(tempfile.gettempdir(), f"vllm-ssd-{os.getpid()}")
 
 
-def read_stats(runtime_dir: str, timeout_s: float = 2.0) -> dict[str, float]:
-    """Sum of the stats of every draft server with a socket under ``runtime_dir`` (each
-    ``draft-*.addr`` file holds the socket path and the server's read-only stats key)."""
+def read_server_stats(runtime_dir: str, timeout_s: float = 2.0) -> dict[str, dict[str, float] | None]:
+    """The stats of each draft-server client under ``runtime_dir``, by its ``draft-*.addr``
+    file (which holds the current server's socket path and read-only stats key); None
+    where no server answered (it is restarting)."""
     import zmq
 
     from vllm_ssd import protocol as P
 
-    total: dict[str, float] = {}
+    readings: dict[str, dict[str, float] | None] = {}
     context = zmq.Context.instance()
     for address in sorted(glob.glob(os.path.join(runtime_dir, "**", "draft-*.addr"), recursive=True)):
         try:
             with open(address) as handle:
                 path, _, key = handle.read().strip().partition("\n")
-        except OSError:  # the server is shutting down
+        except OSError:  # the client is shutting down
             continue
+        readings[address] = None
         if not os.path.exists(path):
             continue
         socket = context.socket(zmq.DEALER)
@@ -107,17 +109,16 @@ def read_stats(runtime_dir: str, timeout_s: float = 2.0) -> dict[str, float]:
             socket.connect(f"ipc://{path}")
             socket.send(P.encode(P.StatsRequest(key=key.strip())))
             if socket.poll(int(timeout_s * 1000)):
-                reply = P.decode(socket.recv())
-                for key_name, value in getattr(reply, "stats", {}).items():
-                    total[key_name] = total.get(key_name, 0.0) + value
+                readings[address] = getattr(P.decode(socket.recv()), "stats", None)
         finally:
             socket.close()
-    return total
+    return readings
 
 
 class MonotonicTotals:
-    """The counters as last read, never lower: while a draft server restarts (or a read
-    times out) every counter keeps its last value instead of vanishing or dropping."""
+    """The counters of one client's servers as last read, never lower: while its draft
+    server restarts (or a read times out) every counter keeps its last value instead of
+    vanishing, and a replacement starting from older counts does not pull them down."""
 
     def __init__(self):
         self.totals: dict[str, float] = {}
@@ -128,7 +129,24 @@ class MonotonicTotals:
         return dict(self.totals)
 
 
-TOTALS_ATTRIBUTE = "_vllm_ssd_totals"  # the MonotonicTotals of an LLM's get_ssd_metrics
+class ServerTotals:
+    """The sum over live clients (address files) of their ``MonotonicTotals``; a client
+    whose address file is gone (its engine shut down) leaves the sum."""
+
+    def __init__(self):
+        self.by_client: dict[str, MonotonicTotals] = {}
+
+    def update(self, readings: dict[str, dict[str, float] | None]) -> dict[str, float]:
+        self.by_client = {address: self.by_client.get(address) or MonotonicTotals()
+                          for address in readings}
+        total: dict[str, float] = {}
+        for address, stats in readings.items():
+            for key, value in self.by_client[address].update(stats or {}).items():
+                total[key] = total.get(key, 0.0) + value
+        return total
+
+
+TOTALS_ATTRIBUTE = "_vllm_ssd_totals"  # the ServerTotals of an LLM's get_ssd_metrics
 
 
 def get_ssd_metrics(llm) -> dict[str, float]:
@@ -140,8 +158,8 @@ def get_ssd_metrics(llm) -> dict[str, float]:
     if not runtime_dir:
         raise ValueError("this LLM does not use vllm_ssd")
     if not hasattr(llm, TOTALS_ATTRIBUTE):
-        setattr(llm, TOTALS_ATTRIBUTE, MonotonicTotals())
-    stats = getattr(llm, TOTALS_ATTRIBUTE).update(read_stats(runtime_dir))
+        setattr(llm, TOTALS_ATTRIBUTE, ServerTotals())
+    stats = getattr(llm, TOTALS_ATTRIBUTE).update(read_server_stats(runtime_dir))
     return {**stats, **summary(stats)}
 
 
@@ -150,9 +168,9 @@ class SSDMetricsCollector:
     series is present from the first scrape on and stays monotonic across restarts."""
 
     def __init__(self, read=None):
-        """read: () -> summed stats of the live servers (default: this process's)."""
-        self.read = read or (lambda: read_stats(process_runtime_root(), timeout_s=1.0))
-        self.totals = MonotonicTotals()
+        """read: () -> stats by client, as ``read_server_stats`` (default: this process's)."""
+        self.read = read or (lambda: read_server_stats(process_runtime_root(), timeout_s=1.0))
+        self.totals = ServerTotals()
 
     def describe(self):
         return []

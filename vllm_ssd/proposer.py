@@ -220,7 +220,7 @@ class SSDProposer:
 def _shutdown(client: DraftClient, settings: SSDSettings) -> None:
     client.close()
     if settings.runtime_dir is None:
-        from vllm_ssd.client import runtime_dir
+        from vllm_ssd.runtime_files import runtime_dir
         shutil.rmtree(runtime_dir(settings), ignore_errors=True)
 
 

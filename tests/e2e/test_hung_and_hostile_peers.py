@@ -21,16 +21,17 @@ from vllm_ssd import get_ssd_metrics
 from vllm_ssd import protocol as P
 
 MAX_TOKENS = 120
+LONG_MAX_TOKENS = 400  # streams that outlast ipc_timeout_s after the stop
 MAX_GAP_S = 2.0  # the longest pause between two tokens of a stream
 
 
-def stream_with_gaps(engine, stop_server_at: int, resume_server_at: int = -1
-                     ) -> tuple[dict[str, list[int]], float, int]:
+def stream_with_gaps(engine, stop_server_at: int, resume_server_at: int = -1,
+                     max_tokens: int = MAX_TOKENS) -> tuple[dict[str, list[int]], float, int]:
     """Runs PROMPTS to the end; SIGSTOPs the draft server after ``stop_server_at`` steps
     (SIGCONT after ``resume_server_at``, if given). Returns the token ids by request, the
     longest gap between two tokens of one request, and the stopped server's pid."""
     for i, prompt in enumerate(PROMPTS):
-        engine.add_request(f"r{i}", prompt, SamplingParams(temperature=0.0, max_tokens=MAX_TOKENS,
+        engine.add_request(f"r{i}", prompt, SamplingParams(temperature=0.0, max_tokens=max_tokens,
                                                            ignore_eos=True))
     outputs: dict[str, list[int]] = {}
     last_token_at: dict[str, float] = {}
@@ -78,15 +79,22 @@ def test_a_stopped_draft_server_stalls_no_stream(tiny, reference_outputs):
 
 
 def test_a_server_silent_for_ipc_timeout_is_replaced_without_a_stall(tiny, reference_outputs):
-    expected = reference_outputs(MAX_TOKENS)
-    config = ssd_config(tiny["draft_noisy"], log_interval_s=0, ipc_timeout_s=1.5)
+    """Stopped for good: after ipc_timeout_s of silence it is killed (without waiting) and
+    a replacement starts while the streams go on."""
+    expected = reference_outputs(LONG_MAX_TOKENS)
+    config = ssd_config(tiny["draft_noisy"], log_interval_s=0, ipc_timeout_s=1.0,
+                        step_deadline_ms=300)
     with make_llm(tiny["target"], speculative_config=config) as llm:
-        outputs, longest, stopped = stream_with_gaps(llm.llm_engine, stop_server_at=8)
-        again = token_ids(llm.generate(PROMPTS, greedy(MAX_TOKENS), use_tqdm=False))
-        deadline = time.monotonic() + 60  # the replacement counts the restart once it is up
-        while get_ssd_metrics(llm).get("restarts", 0) < 1 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        stats = get_ssd_metrics(llm)
+        outputs, longest, stopped = stream_with_gaps(llm.llm_engine, stop_server_at=8,
+                                                     max_tokens=LONG_MAX_TOKENS)
+        time.sleep(0.5)  # the reaper thread collects the killed server
+        assert stopped not in [p.pid for p in draft_servers()]  # killed while streams ran
+        deadline = time.monotonic() + 120  # the replacement counts the restart once it is up
+        while True:
+            again = token_ids(llm.generate(PROMPTS, greedy(LONG_MAX_TOKENS), use_tqdm=False))
+            stats = get_ssd_metrics(llm)
+            if stats.get("restarts", 0) >= 1 or time.monotonic() > deadline:
+                break
         servers = [p.pid for p in draft_servers()]
     assert by_request(outputs) == expected and again == expected
     assert longest <= MAX_GAP_S

@@ -10,7 +10,6 @@ import numpy as np
 import psutil
 import torch
 
-from tests.integration.test_server import make_hello
 from vllm_ssd import protocol as P
 from vllm_ssd.client import DraftClient
 from vllm_ssd.server.__main__ import _build_engine

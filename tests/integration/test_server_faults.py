@@ -91,7 +91,7 @@ def test_the_token_reaches_the_server_only_through_a_pipe(start_client, monkeypa
         cmdline = handle.read()
     token = issued[-2]  # start() draws the token, then the stats key
     assert token.encode() not in environ and token.encode() not in cmdline
-    address_file = client.server.address_file
+    address_file = client.address_file
     assert token not in open(address_file).read()
     assert stat.S_IMODE(os.stat(address_file).st_mode) == 0o600
     assert not os.path.exists(f"/proc/{pid}/fd/0") or os.readlink(f"/proc/{pid}/fd/0") != \

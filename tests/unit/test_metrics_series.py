@@ -1,6 +1,8 @@
 """Every vllm:ssd_* series is on /metrics from the first scrape and stays there, monotonic,
 while a draft server restarts (no server answers) or a new one starts from older counts."""
-from vllm_ssd.metrics import COUNTERS, MonotonicTotals, SSDMetricsCollector
+from vllm_ssd.metrics import COUNTERS, MonotonicTotals, ServerTotals, SSDMetricsCollector
+
+ADDR = "/run/draft-1-ab.addr"
 
 
 def scrape(collector) -> dict[str, float]:
@@ -10,10 +12,10 @@ def scrape(collector) -> dict[str, float]:
 
 def test_series_stay_present_and_monotonic_through_a_restart():
     reads = iter([
-        {"lookups": 10.0, "hits": 4.0, "deadline_misses": 1.0, "accepted_length.0": 3.0},
-        {},  # the server restarts: nobody answers
-        {"lookups": 9.0, "hits": 4.0},  # the replacement starts from the last counts it got
-        {"lookups": 12.0, "hits": 6.0, "deadline_misses": 2.0, "accepted_length.0": 5.0},
+        {ADDR: {"lookups": 10.0, "hits": 4.0, "deadline_misses": 1.0, "accepted_length.0": 3.0}},
+        {ADDR: None},  # the server restarts: nobody answers
+        {ADDR: {"lookups": 9.0, "hits": 4.0}},  # the replacement starts from older counts
+        {ADDR: {"lookups": 12.0, "hits": 6.0, "deadline_misses": 2.0, "accepted_length.0": 5.0}},
     ])
     collector = SSDMetricsCollector(read=lambda: next(reads))
     scrapes = [scrape(collector) for _ in range(4)]
@@ -43,3 +45,11 @@ def test_monotonic_totals_never_drop():
     assert totals.update({"a": 2.0}) == {"a": 2.0}
     assert totals.update({"a": 1.0, "b": 1.0}) == {"a": 2.0, "b": 1.0}
     assert totals.update({}) == {"a": 2.0, "b": 1.0}
+
+
+def test_a_shut_down_engine_leaves_the_sum_a_live_one_stays():
+    totals = ServerTotals()
+    assert totals.update({"a.addr": {"lookups": 5.0}, "b.addr": {"lookups": 3.0}}) == \
+        {"lookups": 8.0}
+    assert totals.update({"a.addr": None, "b.addr": {"lookups": 4.0}}) == {"lookups": 9.0}
+    assert totals.update({"b.addr": {"lookups": 4.0}}) == {"lookups": 4.0}  # a.addr removed

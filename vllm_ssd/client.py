@@ -1,18 +1,22 @@
 """DraftClient: starts, talks to, and restarts the draft server process.
 
 Local-only IPC: a ZMQ DEALER socket on ``ipc://<private dir>/draft-<pid>-<n>.sock``
-(the directory is created 0700), plus a random token checked in the handshake.
-No port is ever opened. Failures (death, timeout, error reply) raise
-``DraftServerUnavailable``; the caller decides what to do without drafts.
+(the directory is created 0700), plus a random token checked in the handshake; the
+token and a read-only stats key reach the server through a pipe on its stdin, read
+once. No port is ever opened. Failures (death, timeout, error reply) raise
+``DraftServerUnavailable``; a step that misses its deadline raises ``StepDeadlineMissed``
+(the server may still answer: ``late_reply_arrived``). The caller decides what to do
+without drafts.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
+import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from itertools import count
@@ -20,15 +24,22 @@ from itertools import count
 import msgspec
 import zmq
 
-from vllm_ssd import envs
 from vllm_ssd import protocol as P
 from vllm_ssd.cpu_isa import cap_environment, detect_cpu_isa
+from vllm_ssd.reaper import kill_off_the_critical_path, stop_gracefully
+from vllm_ssd.runtime_files import new_socket_path, write_private
 from vllm_ssd.settings import SSDSettings
 
 logger = logging.getLogger(__name__)
 _THREAD_ENV = ("OMP_NUM_THREADS", "OMP_PLACES", "OMP_PROC_BIND", "GOMP_CPU_AFFINITY",
                "KMP_AFFINITY", "KMP_BLOCKTIME", "KMP_TPAUSE")
 POLL_SLICE_MS = 20
+# oneDNN keeps a primitive per GEMM shape, up to 1024 by default; the draft's passes come
+# in many row counts, so the server's memory grew by hundreds of MB before levelling off.
+# vLLM's GEMM handlers keep their own 32 per layer; a global 64 bounds the growth (the
+# tiny test models' soak used the same CPU time with 0, 64 and 1024). A value set in the
+# environment wins.
+ONEDNN_CACHE_VARIABLE, ONEDNN_CACHE_ENTRIES = "ONEDNN_PRIMITIVE_CACHE_CAPACITY", "64"
 # the server runs the same vllm_ssd as this proposer, whatever the working directory holds
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _SERVER_BOOT = ("import sys; sys.path.insert(0, sys.argv.pop(1)); "
@@ -39,22 +50,16 @@ class DraftServerUnavailable(RuntimeError):
     pass
 
 
-MAX_SOCKET_PATH = 100  # sockaddr_un.sun_path holds 107 bytes
+class StepDeadlineMissed(RuntimeError):
+    """No reply within the step's deadline; the server may still be working on it."""
 
 
 @dataclass
 class ServerProcess:
     process: subprocess.Popen
     socket_path: str
-    address_file: str  # <runtime dir>/draft-*.addr: where readers find the socket
-    token: str
     short_dir: str | None = None  # private directory used when the runtime dir is too deep
-
-
-def runtime_dir(settings: SSDSettings) -> str:
-    path = settings.runtime_dir or os.path.join(tempfile.gettempdir(), f"vllm-ssd-{os.getpid()}")
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    return path
+    started_at: float = 0.0  # time.monotonic() of the spawn
 
 
 class DraftClient:
@@ -67,30 +72,32 @@ class DraftClient:
         self.reply_info: P.HelloReply | None = None
         self.sequence = count()
         self.awaiting_hello = False
+        self.last_heard = 0.0  # time.monotonic() of the server's last message
+        # <runtime dir>/draft-*.addr (0600): the current server's socket path and stats key,
+        # one file for the client's lifetime (metrics readers track a client's servers by it)
+        self.address_file: str | None = None
 
     def start(self, wait: bool = True) -> None:
         """Spawns the server and sends the handshake; with ``wait`` blocks for its reply."""
         self.close_server()
-        name = os.path.join(runtime_dir(self.settings), f"draft-{os.getpid()}-{secrets.token_hex(4)}")
-        path, short_dir = name + ".sock", None
-        if len(path) > MAX_SOCKET_PATH:
-            short_dir = tempfile.mkdtemp(prefix="vllm-ssd-", dir="/tmp")
-            path = os.path.join(short_dir, "draft.sock")
-        with open(name + ".addr", "w") as handle:
-            handle.write(path)
-        token = secrets.token_hex(16)
-        self.server = ServerProcess(self._spawn(path, token), path, name + ".addr", token, short_dir)
+        name, path, short_dir = new_socket_path(self.settings)
+        token, stats_key = secrets.token_hex(16), secrets.token_hex(16)
+        self.address_file = self.address_file or name + ".addr"
+        write_private(self.address_file, f"{path}\n{stats_key}\n")
+        self.server = ServerProcess(self._spawn(path, token, stats_key), path, short_dir,
+                                    started_at=time.monotonic())
         self.socket = self.context.socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.setsockopt(zmq.IDENTITY, secrets.token_bytes(16))
         self.socket.connect(f"ipc://{path}")
         self.socket.send(P.encode(msgspec.structs.replace(self.hello, token=token)))
         self.awaiting_hello = True
         if wait:
             self._finish_handshake(self.settings.startup_timeout_s)
 
-    def _spawn(self, path: str, token: str) -> subprocess.Popen:
+    def _spawn(self, path: str, token: str, stats_key: str) -> subprocess.Popen:
         env = {k: v for k, v in os.environ.items() if k not in _THREAD_ENV}
-        env[envs.IPC_TOKEN] = token
+        env.setdefault(ONEDNN_CACHE_VARIABLE, ONEDNN_CACHE_ENTRIES)
         settings = self.settings
         if settings.draft_device.startswith("cuda"):
             # the server sees only its own GPU, so it never touches the target's memory
@@ -101,15 +108,22 @@ class DraftClient:
         # not "-m vllm_ssd.server": that imports a vllm_ssd in the working directory first
         command = [sys.executable, "-c", _SERVER_BOOT, _PACKAGE_ROOT, "--socket", path,
                    "--settings-json", settings.model_dump_json(),
-                   "--parent-pid", str(os.getpid())]
-        return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
+                   "--parent-pid", str(os.getpid()), "--secrets-on-stdin"]
+        process = subprocess.Popen(command, env=env, stdin=subprocess.PIPE)
+        process.stdin.write(json.dumps({"token": token, "stats_key": stats_key}).encode() + b"\n")
+        process.stdin.close()  # a pipe: read once by the server, then gone
+        return process
 
     def ready(self) -> bool:
-        """Non-blocking: completes a pending handshake if its reply has arrived."""
+        """Non-blocking: completes a pending handshake if its reply has arrived; a server
+        that has not answered within ``startup_timeout_s`` is killed (returns False)."""
         if not self.awaiting_hello:
             return self.server is not None
         try:
             self._finish_handshake(0.0)
+            waited = time.monotonic() - self.server.started_at
+            if self.awaiting_hello and waited > self.settings.startup_timeout_s:
+                raise DraftServerUnavailable(f"no handshake within {waited:.0f} s")
         except DraftServerUnavailable as error:
             logger.warning("draft server restart failed: %s", error)
             self.close_server()
@@ -117,7 +131,11 @@ class DraftClient:
         return not self.awaiting_hello
 
     def _finish_handshake(self, timeout_s: float) -> None:
-        reply = self._receive(timeout_s, allow_pending=timeout_s == 0.0)
+        try:
+            reply = self._receive(timeout_s, allow_pending=timeout_s == 0.0)
+        except _NoReply:
+            self.close_server()
+            raise DraftServerUnavailable(f"draft server gave no handshake in {timeout_s} s") from None
         if reply is None:
             return
         if not isinstance(reply, P.HelloReply) or not reply.ok:
@@ -131,16 +149,33 @@ class DraftClient:
         if self.server is None or self.awaiting_hello:
             raise DraftServerUnavailable("draft server is not running")
 
-    def step(self, request: P.StepRequest) -> P.StepReply:
+    def step(self, request: P.StepRequest, deadline_s: float | None = None) -> P.StepReply:
+        """Sends a step and waits for its reply: at most ``deadline_s`` (then raises
+        StepDeadlineMissed; the seq is request.seq), else up to ``ipc_timeout_s``."""
         self._require_server()
         request.seq = next(self.sequence)
         self.socket.send(P.encode(request))
+        timeout_s = self.settings.ipc_timeout_s if deadline_s is None else deadline_s
+        end = time.monotonic() + timeout_s
         while True:
-            reply = self._receive(self.settings.ipc_timeout_s, allow_pending=False)
-            if isinstance(reply, P.ErrorReply):
-                raise DraftServerUnavailable(f"draft server error: {reply.error}")
-            if isinstance(reply, P.StepReply) and reply.seq == request.seq:
-                return reply
+            try:
+                reply = self._receive(max(end - time.monotonic(), 0.0), allow_pending=False)
+            except _NoReply:
+                if deadline_s is None:
+                    raise DraftServerUnavailable(f"no reply from the draft server in {timeout_s} s")
+                raise StepDeadlineMissed(f"no reply to step {request.seq} in "
+                                         f"{1e3 * timeout_s:.0f} ms") from None
+            if _answers(reply, request.seq):
+                return _checked(reply)
+
+    def late_reply_arrived(self, seq: int) -> bool:
+        """Non-blocking: drains what the server sent; True once the reply to step ``seq``
+        (which missed its deadline) is among it. The reply itself is dropped."""
+        self._require_server()
+        while (reply := self._receive(0.0, allow_pending=True)) is not None:
+            if _answers(reply, seq):
+                return True
+        return False
 
     def notify(self, request: P.StepRequest) -> None:
         """Sends a step that gets no reply (a quiet step); raises if the server is gone."""
@@ -156,24 +191,34 @@ class DraftClient:
         self._require_server()
         self.socket.send(P.encode(P.StatsRequest()))
         while True:
-            reply = self._receive(timeout_s, allow_pending=False)
+            try:
+                reply = self._receive(timeout_s, allow_pending=False)
+            except _NoReply:
+                raise DraftServerUnavailable(f"no stats from the draft server in {timeout_s} s") from None
             if isinstance(reply, P.StatsReply):
                 return reply.stats
 
     def _receive(self, timeout_s: float, allow_pending: bool):
+        """The server's next message; None when ``allow_pending`` and none is there; raises
+        _NoReply after ``timeout_s`` and DraftServerUnavailable if the server exited."""
         if not allow_pending and (message := self._busy_poll()) is not None:
             return message
         deadline = time.monotonic() + timeout_s
         while True:
-            if self.socket.poll(POLL_SLICE_MS if not allow_pending else 0):
-                return P.decode(self.socket.recv())
+            wait_ms = 0 if allow_pending else int(max(min(POLL_SLICE_MS, 1e3 * timeout_s), 0))
+            if self.socket.poll(wait_ms):
+                return self._take()
             if self.server.process.poll() is not None:
                 raise DraftServerUnavailable(
                     f"draft server exited with code {self.server.process.returncode}")
             if allow_pending:
                 return None
-            if time.monotonic() > deadline:
-                raise DraftServerUnavailable(f"no reply from the draft server in {timeout_s} s")
+            if time.monotonic() >= deadline:
+                raise _NoReply()
+
+    def _take(self):
+        self.last_heard = time.monotonic()
+        return P.decode(self.socket.recv())
 
     def _busy_poll(self):
         """The next message if it comes within ``busy_poll_ms`` (polled without sleeping:
@@ -181,34 +226,51 @@ class DraftClient:
         end = time.perf_counter() + self.settings.busy_poll_seconds()
         while time.perf_counter() < end:
             if self.socket.poll(0):
-                return P.decode(self.socket.recv())
+                return self._take()
         return None
 
     @property
     def pid(self) -> int | None:
         return self.server.process.pid if self.server else None
 
-    def close_server(self) -> None:
-        """Stops the server process (message, then SIGTERM, then SIGKILL)."""
+    def close_server(self, graceful: bool = False) -> None:
+        """Stops the server process: a Shutdown message, then (at once, or after a short
+        wait when ``graceful``) SIGKILL, reaped off this thread; removes its socket (the
+        address file stays, to name the next server, until ``close``)."""
         if self.socket is not None and self.server is not None:
             try:
                 self.socket.send(P.encode(P.Shutdown()), zmq.NOBLOCK)
             except zmq.ZMQError:
                 pass
         if self.server is not None:
-            _stop_process(self.server.process)
-            for path in (self.server.socket_path, self.server.address_file):
-                if os.path.exists(path):
-                    os.unlink(path)
+            (stop_gracefully if graceful else kill_off_the_critical_path)(self.server.process)
+            if os.path.exists(self.server.socket_path):
+                os.unlink(self.server.socket_path)
             if self.server.short_dir:
-                os.rmdir(self.server.short_dir)
+                shutil.rmtree(self.server.short_dir, ignore_errors=True)
         if self.socket is not None:
             self.socket.close()
         self.socket, self.server, self.awaiting_hello = None, None, False
 
     def close(self) -> None:
-        self.close_server()
+        self.close_server(graceful=True)
+        if self.address_file and os.path.exists(self.address_file):
+            os.unlink(self.address_file)
         self.context.term()
+
+
+class _NoReply(Exception):
+    pass
+
+
+def _answers(reply, seq: int) -> bool:
+    return isinstance(reply, (P.StepReply, P.ErrorReply)) and reply.seq == seq
+
+
+def _checked(reply) -> P.StepReply:
+    if isinstance(reply, P.ErrorReply):
+        raise DraftServerUnavailable(f"draft server error: {reply.error}")
+    return reply
 
 
 def _physical_gpu(device: str) -> str:
@@ -218,14 +280,3 @@ def _physical_gpu(device: str) -> str:
     if visible:
         return visible.split(",")[index].strip()
     return str(index)
-
-
-def _stop_process(process: subprocess.Popen) -> None:
-    for action, wait in ((None, 5.0), (process.terminate, 5.0), (process.kill, 5.0)):
-        if action is not None:
-            action()
-        try:
-            process.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue

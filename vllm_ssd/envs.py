@@ -15,8 +15,7 @@ PREFIX = "VLLM_SSD_"
 # Not settings:
 CONFIG_FILE = "VLLM_SSD_CONFIG"  # path of a JSON file of SSD settings
 MODELS_DIR = "VLLM_SSD_MODELS"  # where examples/benchmarks build the offline Qwen pair
-IPC_TOKEN = "VLLM_SSD_IPC_TOKEN"  # internal: handshake token handed to the draft server
-OTHER_VARIABLES = (CONFIG_FILE, MODELS_DIR, IPC_TOKEN)
+OTHER_VARIABLES = (CONFIG_FILE, MODELS_DIR)
 
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import msgspec
 import numpy as np
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 
 
 class Hello(msgspec.Struct, tag="hello"):
@@ -54,6 +54,7 @@ class StepRequest(msgspec.Struct, tag="step"):
     target_step_s: float = 0.0  # wall time of the target step that produced these outcomes
     previous_round_trip_s: float = 0.0  # the proposer's wait for the previous reply
     wants_reply: bool = True  # False within a quiet run (see StepReply.quiet_steps)
+    deadline_misses: int = 0  # the proposer's count of steps whose reply came too late
 
 
 class StepReply(msgspec.Struct, tag="step_reply"):
@@ -68,7 +69,7 @@ class StepReply(msgspec.Struct, tag="step_reply"):
 
 
 class StatsRequest(msgspec.Struct, tag="stats"):
-    pass
+    key: str = ""  # the read-only stats key (not needed on the proposer's own socket)
 
 
 class StatsReply(msgspec.Struct, tag="stats_reply"):

@@ -11,7 +11,8 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo,
+                      field_validator)
 
 from vllm_ssd import envs
 
@@ -46,7 +47,9 @@ class SSDSettings(BaseModel):
     # been waiting and the build ran longer than this many target steps (inf = never)
     prefill_chunk: int | None = Field(None, ge=1)  # prompt tokens the draft prefills per
     # cache build (the rest in later rounds); None = 256 on CPU, 2048 on a GPU
-    ipc_timeout_s: float = Field(30.0, gt=0)  # a step reply slower than this = server down
+    ipc_timeout_s: float = Field(30.0, gt=0)  # a server silent this long = down (restarted)
+    step_deadline_ms: float | None = Field(None, gt=0)  # longest wait for a step's drafts
+    # (then the step goes on without them); None = measured (see vllm_ssd/deadline.py)
     busy_poll_ms: float | None = Field(None, ge=0)  # poll the socket without sleeping this
     # long before blocking (server after a build, proposer awaiting a reply): no wake-up
     # latency, one busy core each; None = 20 with a CUDA draft device, 0 on CPU
@@ -59,6 +62,14 @@ class SSDSettings(BaseModel):
     seed: int = 0  # draft sampling seed
     load_format: Literal["auto", "dummy"] = "auto"  # internal: follows vLLM's load_format
     runtime_dir: str | None = None  # internal: private directory for IPC sockets
+
+    @field_validator("step_deadline_ms")
+    @classmethod
+    def _deadline_within_timeout(cls, value: float | None, info: ValidationInfo):
+        timeout_s = info.data.get("ipc_timeout_s")
+        if value is not None and timeout_s is not None and value > 1e3 * timeout_s:
+            raise ValueError(f"must not exceed ipc_timeout_s ({timeout_s} s)")
+        return value
 
     @classmethod
     def user_field_names(cls) -> list[str]:

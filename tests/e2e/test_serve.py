@@ -66,7 +66,7 @@ def servers(tiny, tmp_path_factory):
     try:
         wait_ready(plain, plain_url, logs / "plain.log")
         wait_ready(ssd, ssd_url, logs / "ssd.log")
-        yield {"plain": plain_url, "ssd": ssd_url, "ssd_log": logs / "ssd.log"}
+        yield {"plain": plain_url, "ssd": ssd_url, "ssd_log": logs / "ssd.log", "ssd_pid": ssd.pid}
     finally:
         stop(ssd)
         stop(plain)
@@ -155,11 +155,47 @@ def test_vllm_bench_serve_completes_every_request(servers, tiny, tmp_path):
     assert ssd_counters(servers["ssd"])[lookups] > before.get(lookups, 0.0)
 
 
-def test_bad_ssd_config_stops_serve_with_one_message(tiny, tmp_path):
-    config = json.dumps({"method": "ssd", "model": "/nonexistent/draft",
-                         "num_speculative_tokens": 3})
+@pytest.mark.parametrize("change,message", [
+    ({"model": "/nonexistent/draft"},
+     "vllm_ssd: invalid SSD setting 'draft_model' = '/nonexistent/draft'"),
+    ({"fanout": 2}, "vllm_ssd: unknown SSD setting 'fanout' (from --speculative-config)"),
+])
+def test_bad_ssd_config_stops_serve_with_one_message(tiny, tmp_path, change, message):
+    config = json.dumps({"method": "ssd", "model": str(tiny["draft"]),
+                         "num_speculative_tokens": 3, **change})
     process, _ = start_server(tiny["target"], ["--speculative-config", config],
                               tmp_path / "bad.log")
     assert process.wait(timeout=180) != 0
     log = (tmp_path / "bad.log").read_text()
-    assert "vllm_ssd: invalid SSD setting 'draft_model' = '/nonexistent/draft'" in log
+    assert message in log
+    assert "Traceback" not in log and log.count("vllm_ssd:") == 1
+
+
+def ssd_series(url: str) -> dict[str, float]:
+    text = requests.get(url + "/metrics", timeout=30).text
+    return {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+            if line.startswith("vllm:ssd_")}
+
+
+def test_ssd_series_stay_through_a_draft_server_restart(servers):
+    """Runs last: it kills the module's draft server (a new one replaces it)."""
+    import psutil
+
+    complete(servers["ssd"], PROMPTS[0])
+    before = ssd_series(servers["ssd"])
+    engine = psutil.Process(servers["ssd_pid"])
+    (draft,) = [p for p in engine.children(recursive=True)
+                if any("vllm_ssd.server" in part for part in p.cmdline())]
+    draft.kill()
+    during = []
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(complete, servers["ssd"], PROMPTS[1])  # notices and restarts
+        while not answer.done():
+            during.append(ssd_series(servers["ssd"]))
+        assert answer.result() == complete(servers["plain"], PROMPTS[1])
+    during.append(ssd_series(servers["ssd"]))
+    for scrape in during:
+        assert set(before) <= set(scrape)
+        for name in before:
+            if name.endswith("_total"):
+                assert scrape[name] >= before[name], name

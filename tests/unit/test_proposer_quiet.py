@@ -7,6 +7,7 @@ import numpy as np
 from vllm_ssd import protocol as P
 from vllm_ssd.vllm_seam.metrics import StatsLogger
 from vllm_ssd.vllm_seam.proposer import SSDProposer
+from vllm_ssd.settings import SSDSettings
 from vllm_ssd.vllm_seam.tracker import RequestTracker
 
 
@@ -22,7 +23,7 @@ class FakeClient:
     def ready(self) -> bool:
         return True
 
-    def step(self, request: P.StepRequest) -> P.StepReply:
+    def step(self, request: P.StepRequest, deadline_s: float | None = None) -> P.StepReply:
         self.calls.append("step")
         self.target_steps.append(request.target_step_s)
         rows = len(P.unpack(request.slots))
@@ -45,7 +46,8 @@ def make_proposer(client) -> SSDProposer:
     proposer.max_model_len, proposer.num_speculative_tokens = 512, 4
     proposer.stats_logger = StatsLogger(0)
     proposer.last_stats, proposer.last_return, proposer.last_round_trip_s = {}, 0.0, 0.0
-    proposer.quiet_steps, proposer.failures = 0, 0
+    proposer.quiet_steps, proposer.settings = 0, SSDSettings()
+    proposer._init_fault_handling()
     return proposer
 
 

@@ -1,4 +1,6 @@
-"""The draft server's loop: receive -> dispatch on message type -> reply.
+"""The draft server's loop: receive -> admit (``FrameGuard``) -> dispatch on message
+type -> reply. A step is checked against the request table just before it runs
+(``step_problem``); a rejected one leaves every state untouched.
 
 After replying to a step it builds the next round's speculation cache, polling
 the socket between forward passes: statistics requests are answered at once, a
@@ -15,17 +17,22 @@ import zmq
 
 from vllm_ssd import protocol as P
 from vllm_ssd.server.engine import DraftEngine
+from vllm_ssd.server.frame_guard import FrameGuard, StepLimits, step_problem
 
 logger = logging.getLogger(__name__)
 
 
 class DraftServer:
-    def __init__(self, socket: zmq.Socket, engine: DraftEngine, parent_pid: int,
-                 busy_poll_s: float = 0.0):
-        """busy_poll_s: after a step's build, poll without sleeping this long for the next
-        step (no wake-up latency on the hit path; the server's core stays busy)."""
+    def __init__(self, socket: zmq.Socket, engine: DraftEngine, guard: FrameGuard,
+                 limits: StepLimits, parent_pid: int, busy_poll_s: float = 0.0):
+        """guard: bound to the proposer's identity; busy_poll_s: after a step's build, poll
+        without sleeping this long for the next step (no wake-up latency on the hit path;
+        the server's core stays busy)."""
         self.socket = socket
         self.engine = engine
+        self.guard = guard
+        self.limits = limits
+        self.last_seq = -1
         self.parent_pid = parent_pid
         self.busy_poll_s = busy_poll_s
         self.queue: deque[tuple[bytes, P.Message]] = deque()
@@ -45,6 +52,16 @@ class DraftServer:
                 self._step(identity, message)
 
     def _step(self, identity: bytes, request: P.StepRequest) -> None:
+        table = self.engine.table
+        problem = step_problem(request, self.limits, table.active, table.num_tokens, self.last_seq)
+        if problem is not None:
+            self.guard.reject("inconsistent step: %s", problem)
+            if request.wants_reply:
+                self._send(identity, P.ErrorReply(seq=request.seq, error=f"rejected: {problem}"))
+            return
+        self.last_seq = request.seq
+        scalars = self.engine.stats.scalars
+        scalars["deadline_misses"] = max(scalars["deadline_misses"], float(request.deadline_misses))
         try:
             reply = self.engine.step(request)
         except Exception as error:  # report, the client falls back and restarts us
@@ -71,8 +88,10 @@ class DraftServer:
         return bool(self.queue)
 
     def _receive_one(self) -> None:
-        identity, payload = self.socket.recv_multipart()
-        message = P.decode(payload)
+        admitted = self.guard.admit(self.socket.recv_multipart())
+        if admitted is None:
+            return
+        identity, message = admitted
         if isinstance(message, P.StatsRequest):
             self._send(identity, P.StatsReply(stats=self.engine.stats.snapshot()))
         else:

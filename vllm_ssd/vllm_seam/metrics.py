@@ -26,6 +26,12 @@ COUNTERS = (
     ("vllm:ssd_build_seconds", "build_seconds", "", "Time spent building the cache"),
     ("vllm:ssd_branches", "branches", "", "Branches pre-drafted"),
     ("vllm:ssd_server_restarts", "restarts", "", "Draft server restarts"),
+    ("vllm:ssd_deadline_misses", "deadline_misses", "", "Steps whose drafts came after the "
+     "step deadline (decoded without drafts)"),
+    ("vllm:ssd_rejected_frames", "rejected_frames", "", "Frames the draft server dropped "
+     "(malformed, inconsistent, or from another peer)"),
+    ("vllm:ssd_foreign_frames", "foreign_frames", "", "Dropped frames that came from a peer "
+     "other than the proposer"),
     ("vllm:ssd_accepted_length", "accepted_length", "k", "Rounds by number of accepted drafts"),
     ("vllm:ssd_accepted_per_position", "accepted_per_pos", "position", "Accepted drafts per position"),
     ("vllm:ssd_proposed_per_position", "proposed_per_pos", "position", "Proposed drafts per position"),
@@ -78,34 +84,69 @@ def process_runtime_root() -> str:
     return os.path.join(tempfile.gettempdir(), f"vllm-ssd-{os.getpid()}")
 
 
-def read_stats(runtime_dir: str, timeout_s: float = 2.0) -> dict[str, float]:
-    """Sum of the stats of every draft server with a socket under ``runtime_dir``."""
+def read_server_stats(runtime_dir: str, timeout_s: float = 2.0) -> dict[str, dict[str, float] | None]:
+    """The stats of each draft-server client under ``runtime_dir``, by its ``draft-*.addr``
+    file (which holds the current server's socket path and read-only stats key); None
+    where no server answered (it is restarting)."""
     import zmq
 
     from vllm_ssd import protocol as P
 
-    total: dict[str, float] = {}
+    readings: dict[str, dict[str, float] | None] = {}
     context = zmq.Context.instance()
     for address in sorted(glob.glob(os.path.join(runtime_dir, "**", "draft-*.addr"), recursive=True)):
         try:
             with open(address) as handle:
-                path = handle.read().strip()
-        except OSError:  # the server is shutting down
+                path, _, key = handle.read().strip().partition("\n")
+        except OSError:  # the client is shutting down
             continue
+        readings[address] = None
         if not os.path.exists(path):
             continue
         socket = context.socket(zmq.DEALER)
         socket.setsockopt(zmq.LINGER, 0)
         try:
             socket.connect(f"ipc://{path}")
-            socket.send(P.encode(P.StatsRequest()))
+            socket.send(P.encode(P.StatsRequest(key=key.strip())))
             if socket.poll(int(timeout_s * 1000)):
-                reply = P.decode(socket.recv())
-                for key, value in getattr(reply, "stats", {}).items():
-                    total[key] = total.get(key, 0.0) + value
+                readings[address] = getattr(P.decode(socket.recv()), "stats", None)
         finally:
             socket.close()
-    return total
+    return readings
+
+
+class MonotonicTotals:
+    """The counters of one client's servers as last read, never lower: while its draft
+    server restarts (or a read times out) every counter keeps its last value instead of
+    vanishing, and a replacement starting from older counts does not pull them down."""
+
+    def __init__(self):
+        self.totals: dict[str, float] = {}
+
+    def update(self, stats: dict[str, float]) -> dict[str, float]:
+        for key, value in stats.items():
+            self.totals[key] = max(self.totals.get(key, 0.0), value)
+        return dict(self.totals)
+
+
+class ServerTotals:
+    """The sum over live clients (address files) of their ``MonotonicTotals``; a client
+    whose address file is gone (its engine shut down) leaves the sum."""
+
+    def __init__(self):
+        self.by_client: dict[str, MonotonicTotals] = {}
+
+    def update(self, readings: dict[str, dict[str, float] | None]) -> dict[str, float]:
+        self.by_client = {address: self.by_client.get(address) or MonotonicTotals()
+                          for address in readings}
+        total: dict[str, float] = {}
+        for address, stats in readings.items():
+            for key, value in self.by_client[address].update(stats or {}).items():
+                total[key] = total.get(key, 0.0) + value
+        return total
+
+
+TOTALS_ATTRIBUTE = "_vllm_ssd_totals"  # the ServerTotals of an LLM's get_ssd_metrics
 
 
 def get_ssd_metrics(llm) -> dict[str, float]:
@@ -116,12 +157,20 @@ def get_ssd_metrics(llm) -> dict[str, float]:
     runtime_dir = (config.get(ADDITIONAL_CONFIG_KEY) or {}).get("runtime_dir")
     if not runtime_dir:
         raise ValueError("this LLM does not use vllm_ssd")
-    stats = read_stats(runtime_dir)
+    if not hasattr(llm, TOTALS_ATTRIBUTE):
+        setattr(llm, TOTALS_ATTRIBUTE, ServerTotals())
+    stats = getattr(llm, TOTALS_ATTRIBUTE).update(read_server_stats(runtime_dir))
     return {**stats, **summary(stats)}
 
 
 class SSDMetricsCollector:
-    """Prometheus collector for every draft server of this process's engines."""
+    """Prometheus collector for every draft server of this process's engines. Every
+    series is present from the first scrape on and stays monotonic across restarts."""
+
+    def __init__(self, read=None):
+        """read: () -> stats by client, as ``read_server_stats`` (default: this process's)."""
+        self.read = read or (lambda: read_server_stats(process_runtime_root(), timeout_s=1.0))
+        self.totals = ServerTotals()
 
     def describe(self):
         return []
@@ -129,9 +178,7 @@ class SSDMetricsCollector:
     def collect(self):
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-        stats = read_stats(process_runtime_root(), timeout_s=1.0)
-        if not stats:
-            return
+        stats = self.totals.update(self.read())
         for name, key, label, help_text in COUNTERS:
             family = CounterMetricFamily(name, help_text, labels=[label] if label else None)
             if label:

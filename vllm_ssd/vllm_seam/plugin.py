@@ -16,9 +16,10 @@ import functools
 import logging
 import os
 import shutil
+import sys
 import uuid
 
-from vllm_ssd.settings import ADDITIONAL_CONFIG_KEY, SSDSettings, resolve_settings
+from vllm_ssd.settings import ADDITIONAL_CONFIG_KEY, SSDConfigError, SSDSettings, resolve_settings
 
 logger = logging.getLogger(__name__)
 
@@ -43,10 +44,32 @@ def share_vllm_logging() -> None:
     ours.propagate = False
 
 
+def report_config_errors_cleanly() -> None:
+    """An uncaught ``SSDConfigError`` (``vllm serve`` with a bad SSD setting) ends the
+    program with its one message, no traceback; other exceptions go to the previous
+    hook. Once per process."""
+    previous = sys.excepthook
+    if getattr(previous, _MARK, False):
+        return
+
+    def excepthook(kind, value, traceback):
+        error = value
+        while error is not None and not isinstance(error, SSDConfigError):
+            error = error.__cause__ or error.__context__
+        if error is None:
+            previous(kind, value, traceback)
+            return
+        logger.error("%s", error)
+
+    setattr(excepthook, _MARK, True)
+    sys.excepthook = excepthook
+
+
 def install() -> None:
     """Wraps ``EngineArgs.create_speculative_config`` once per process."""
     from vllm.engine.arg_utils import EngineArgs
 
+    report_config_errors_cleanly()
     original = EngineArgs.create_speculative_config
     if getattr(original, _MARK, False):
         return

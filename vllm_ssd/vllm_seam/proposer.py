@@ -2,9 +2,13 @@
 
 vLLM calls ``propose()`` after each verification with every row's accepted
 drafts + bonus token. The proposer forwards the outcomes to the draft server and
-returns the server's drafts for the next step. If the server is down or slow,
-it returns no drafts (vLLM decodes without speculation), logs once, and
-restarts the server; when it is back, every request is resynchronised.
+returns the server's drafts for the next step, waiting at most the step deadline
+(``vllm_ssd.deadline``). A step past it gets no drafts (vLLM decodes without
+speculation); until the late reply comes (recognised by its seq and dropped) no step
+is sent, and the next one resynchronises the server with what it missed (the
+tracker's ``num_synced``). A server that dies, or stays silent ``ipc_timeout_s``, is
+killed and restarted (with back-off while start-ups fail); every request is then
+resynchronised.
 """
 from __future__ import annotations
 
@@ -18,13 +22,15 @@ from itertools import chain
 import numpy as np
 
 from vllm_ssd import protocol as P
-from vllm_ssd.client import DraftClient, DraftServerUnavailable
+from vllm_ssd.client import DraftClient, DraftServerUnavailable, StepDeadlineMissed
+from vllm_ssd.deadline import StepDeadline
 from vllm_ssd.vllm_seam.metrics import StatsLogger
-from vllm_ssd.settings import ADDITIONAL_CONFIG_KEY, SSDSettings
+from vllm_ssd.pause_log import PauseLog
+from vllm_ssd.restarts import RestartSchedule
+from vllm_ssd.settings import SSDSettings
 from vllm_ssd.vllm_seam.tracker import RequestTracker
 
 logger = logging.getLogger(__name__)
-RESTART_BACKOFF_S = (1.0, 5.0, 30.0)
 
 
 class SSDProposer:
@@ -51,8 +57,16 @@ class SSDProposer:
         self.last_return = 0.0
         self.last_round_trip_s = 0.0
         self.quiet_steps = 0  # steps the server promised no drafts for: sent, not awaited
-        self.failures = 0
-        self.next_restart = 0.0
+        self._init_fault_handling()
+
+    def _init_fault_handling(self) -> None:
+        self.deadline = StepDeadline(self.settings.step_deadline_ms)
+        self.deadline_misses = 0
+        # the step past its deadline: (seq, perf_counter and monotonic time of its send)
+        self.late: tuple[int, float, float] | None = None
+        self.resync = False  # the next step re-sends its rows as catch-up, not outcomes
+        self.restarts = RestartSchedule()
+        self.pauses = PauseLog()
 
     def load_model(self, *args, **kwargs) -> None:
         """Starts the draft server (vLLM's own model is not used by SSD)."""
@@ -71,11 +85,15 @@ class SSDProposer:
         drafts: list[list[int]] = [[] for _ in range(num_rows)]
         if not self.is_driver or self.client is None or num_rows == 0 or not self._server_ready():
             return drafts
+        if self.late is not None and not self._late_reply_in():
+            return drafts  # nothing sent: the next step carries these tokens
         target_step_s = time.perf_counter() - self.last_return if self.last_return else 0.0
         req_ids = list(self.runner.input_batch.req_ids[:num_rows])
         request, rows = self._make_step(req_ids, sampled_token_ids, num_tokens_no_spec[:num_rows],
                                         token_ids_cpu, target_step_s)
         request.previous_round_trip_s = self.last_round_trip_s
+        request.deadline_misses = self.deadline_misses
+        self.deadline.observe_target_step(request.target_step_s)
         sent = time.perf_counter()
         quiet = self.quiet_steps > 0
         try:
@@ -83,8 +101,11 @@ class SSDProposer:
                 self.client.notify(request)
                 self.quiet_steps -= 1
             else:
-                reply = self.client.step(request)
+                reply = self.client.step(request, self.deadline.seconds())
                 self.quiet_steps = reply.quiet_steps
+        except StepDeadlineMissed as miss:
+            self._on_deadline_miss(request.seq, sent, miss)
+            return drafts
         except DraftServerUnavailable as error:
             self._on_failure(error)
             return drafts
@@ -92,7 +113,8 @@ class SSDProposer:
         self.last_return = time.perf_counter()
         if quiet:
             return drafts
-        self.failures = 0
+        self.deadline.observe_reply(self.last_round_trip_s)
+        self.restarts.succeeded()
         lens = P.unpack(reply.num_drafts)
         flat = P.unpack(reply.draft_tokens).tolist()
         ends = np.cumsum(lens).tolist()
@@ -104,15 +126,16 @@ class SSDProposer:
 
     def _make_step(self, req_ids, sampled, num_tokens, token_ids_cpu, target_step_s):
         sync = self.tracker.sync(req_ids)
-        if len(sync.new_rows):  # a step with prefills, or the first after an idle gap:
-            target_step_s = 0.0  # not a decoding step's time
+        if len(sync.new_rows) or self.resync:  # a step with prefills, the first after an
+            target_step_s = 0.0  # idle gap or after a late reply: not a decoding step's time
         new_requests = [self._register(req_ids[row], int(sync.slots[row])) for row in sync.new_rows]
         lens = np.fromiter(map(len, sampled), dtype=np.int64, count=len(sampled))
         rows = np.nonzero(lens > 0)[0]
         slots = sync.slots[rows]
         synced = self.tracker.num_synced[slots]
         n = num_tokens[rows].astype(np.int64)
-        is_step = (n - synced == lens[rows]) & (synced > 0)
+        is_step = (n - synced == lens[rows]) & (synced > 0) & (not self.resync)
+        self.resync = False
         if is_step.all():
             flat = np.fromiter(chain.from_iterable(sampled[r] for r in rows), dtype=np.int32)
             deltas = lens[rows]
@@ -141,28 +164,63 @@ class SSDProposer:
         return P.NewRequest(slot=slot, temperature=temperature if temperature > 1e-5 else 0.0)
 
     def _server_ready(self) -> bool:
-        if self.client.server is None and time.monotonic() >= self.next_restart:
+        """True when a server is up; starts a replacement when one is due (non-blocking)."""
+        if self.client.server is None:
+            if not self.restarts.due(time.monotonic()):
+                return False
             self.hello.stats_base = dict(self.last_stats)
             self.client.start(wait=False)
-        return self.client.ready()
+        if self.client.ready():
+            if self.pauses.paused and self.late is None:
+                self.pauses.resume(f"draft server pid {self.client.pid} started")
+            return True
+        if self.client.server is None:  # the start-up failed or timed out: back off
+            delay = self.restarts.failed(time.monotonic())
+            logger.warning("vllm_ssd: draft server start-up failed; next attempt in %.0f s", delay)
+        return False
+
+    def _late_reply_in(self) -> bool:
+        """True once the reply that missed its deadline has come (it is dropped, and the next
+        step resynchronises); a server silent for ipc_timeout_s is declared down."""
+        seq, sent, sent_monotonic = self.late
+        try:
+            arrived = self.client.late_reply_arrived(seq)
+        except DraftServerUnavailable as error:
+            self._on_failure(error)
+            return False
+        if arrived:
+            self.deadline.observe_reply(time.perf_counter() - sent)
+            self.late, self.resync = None, True
+            self.pauses.resume(f"the draft server answered step {seq}")
+            return True
+        silent_s = time.monotonic() - max(self.client.last_heard, sent_monotonic)
+        if silent_s > self.settings.ipc_timeout_s:
+            self._on_failure(DraftServerUnavailable(f"no reply in {silent_s:.0f} s"))
+        return False
+
+    def _on_deadline_miss(self, seq: int, sent: float, miss: StepDeadlineMissed) -> None:
+        self.deadline_misses += 1
+        self.late = (seq, sent, time.monotonic() - (time.perf_counter() - sent))
+        self.quiet_steps = 0
+        self.last_return = time.perf_counter()
+        self.pauses.pause(f"the draft server missed the step deadline ({miss})")
 
     def _on_failure(self, error: Exception) -> None:
-        self.failures += 1
-        logger.warning("vllm_ssd: draft server unavailable (%s); decoding continues without "
-                       "speculation while the server restarts", error)
-        self.last_stats = {**self.last_stats,
+        logger.warning("vllm_ssd: draft server unavailable (%s); it is killed and restarted",
+                       error)
+        self.pauses.pause("the draft server restarts")
+        self.last_stats = {**self.last_stats, "deadline_misses": float(self.deadline_misses),
                            "restarts": self.last_stats.get("restarts", 0.0) + 1}
         self.tracker.reset()
-        self.quiet_steps = 0
+        self.quiet_steps, self.late, self.resync = 0, None, False
         self.client.close_server()
-        delay = RESTART_BACKOFF_S[min(self.failures - 1, len(RESTART_BACKOFF_S) - 1)]
-        self.next_restart = time.monotonic() + (0.0 if self.failures == 1 else delay)
+        self.restarts.failed(time.monotonic())
 
 
 def _shutdown(client: DraftClient, settings: SSDSettings) -> None:
     client.close()
     if settings.runtime_dir is None:
-        from vllm_ssd.client import runtime_dir
+        from vllm_ssd.runtime_files import runtime_dir
         shutil.rmtree(runtime_dir(settings), ignore_errors=True)
 
 

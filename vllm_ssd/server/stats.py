@@ -47,7 +47,8 @@ class ServerStats:
         k, proposed = outcomes.num_accepted[rows], outcomes.num_proposed[rows]
         s["steps"] += 1
         s["rows"] += len(lens)
-        s["drafted_tokens"] += float(lens.sum())
+        s["drafted_tokens"] += float(proposed.sum())  # verified, not merely sent: a reply
+        # the proposer dropped as late brings no outcome and counts nothing
         s["outcomes"] += float(rows.sum())
         s["accepted_tokens"] += float(k.sum())
         s["step_seconds"] += seconds

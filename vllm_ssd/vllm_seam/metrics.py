@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 COUNTERS = (
     ("vllm:ssd_cache_lookups", "lookups", "", "Speculation-cache lookups (rows with an outcome)"),
     ("vllm:ssd_cache_hits", "hits", "", "Lookups answered from the speculation cache"),
-    ("vllm:ssd_drafted_tokens", "drafted_tokens", "", "Draft tokens returned to vLLM"),
+    ("vllm:ssd_drafted_tokens", "drafted_tokens", "", "Draft tokens vLLM verified"),
     ("vllm:ssd_accepted_tokens", "accepted_tokens", "", "Draft tokens accepted by the target"),
     ("vllm:ssd_build_rounds", "build_rounds", "", "Speculation-cache builds"),
     ("vllm:ssd_build_seconds", "build_seconds", "", "Time spent building the cache"),

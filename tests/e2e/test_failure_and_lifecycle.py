@@ -9,7 +9,6 @@ import threading
 import time
 
 import psutil
-import pytest
 from vllm import SamplingParams
 
 from tests.conftest import PROMPTS, greedy, make_llm, ssd_config, token_ids

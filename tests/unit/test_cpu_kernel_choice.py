@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from vllm_ssd.cpu_isa import CpuIsa
-from vllm_ssd.server.model.cpu_kernel_choice import (INT8_MARGIN, Candidate, candidate_dtypes,
-                                               candidates, choose_cpu_kernels)
+from vllm_ssd.server.model.cpu_kernel_choice import (Candidate, candidate_dtypes,
+                                                     candidates, choose_cpu_kernels)
 from vllm_ssd.settings import SSDConfigError
 
 AMX, ZEN4, AVX2 = CpuIsa("amx", True, "x"), CpuIsa("avx512", True, "z"), CpuIsa("avx2", False, "e")

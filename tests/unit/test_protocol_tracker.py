@@ -1,5 +1,4 @@
 """Wire format round trips and the proposer's row -> slot bookkeeping."""
-import numpy as np
 
 from vllm_ssd import protocol as P
 from vllm_ssd.vllm_seam.tracker import RequestTracker

@@ -14,6 +14,8 @@ import logging
 import os
 import time
 
+from vllm_ssd.runtime_files import process_root
+
 logger = logging.getLogger(__name__)
 
 # (prometheus name, stats key or vector prefix, label name, help)
@@ -76,12 +78,6 @@ class StatsLogger:
             rates["mean_build_fraction"], rates["branches_per_round"], rates["mean_branch_depth"],
             delta.get("backup_neural_rows", 0), delta.get("backup_ngram_rows", 0))
         self.last, self.last_time = dict(stats), now
-
-
-def process_runtime_root() -> str:
-    """Directory under which this process's engines put their draft-server sockets."""
-    import tempfile
-    return os.path.join(tempfile.gettempdir(), f"vllm-ssd-{os.getpid()}")
 
 
 def read_server_stats(runtime_dir: str, timeout_s: float = 2.0) -> dict[str, dict[str, float] | None]:
@@ -169,7 +165,7 @@ class SSDMetricsCollector:
 
     def __init__(self, read=None):
         """read: () -> stats by client, as ``read_server_stats`` (default: this process's)."""
-        self.read = read or (lambda: read_server_stats(process_runtime_root(), timeout_s=1.0))
+        self.read = read or (lambda: read_server_stats(process_root(), timeout_s=1.0))
         self.totals = ServerTotals()
 
     def describe(self):

@@ -11,13 +11,9 @@ function that turns the user's dict into vLLM's ``SpeculativeConfig``.
 """
 from __future__ import annotations
 
-import atexit
 import functools
 import logging
-import os
-import shutil
 import sys
-import uuid
 
 from vllm_ssd.settings import ADDITIONAL_CONFIG_KEY, SSDConfigError, SSDSettings, resolve_settings
 
@@ -122,16 +118,14 @@ def translate_engine_args(engine_args, target_model_config, target_parallel_conf
 
 def _finish(settings: SSDSettings, engine_args, target_model_config, target_parallel_config,
             num_speculative_tokens) -> SSDSettings:
-    from vllm_ssd.vllm_seam.metrics import process_runtime_root, register_collector
+    from vllm_ssd.runtime_files import new_engine_dir
+    from vllm_ssd.vllm_seam.metrics import register_collector
     from vllm_ssd.validation import validate_for_target
 
     target_gpus = target_parallel_config.world_size if target_parallel_config else 1
     settings = validate_for_target(settings, target_model_config.get_vocab_size(),
                                    num_speculative_tokens, target_gpus)
-    runtime_dir = os.path.join(process_runtime_root(), uuid.uuid4().hex[:8])
-    os.makedirs(runtime_dir, mode=0o700)
-    os.chmod(os.path.dirname(runtime_dir), 0o700)
-    atexit.register(shutil.rmtree, os.path.dirname(runtime_dir), True)
+    runtime_dir = new_engine_dir()
     register_collector()
     load_format = "dummy" if str(getattr(engine_args, "load_format", "")) == "dummy" else "auto"
     return settings.model_copy(update={"runtime_dir": runtime_dir, "load_format": load_format})

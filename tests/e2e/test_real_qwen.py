@@ -45,7 +45,9 @@ def test_greedy_ssd_equals_the_target_on_spec_bench(qwen_pair):
         chats = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
                                                add_generation_prompt=True) for p in prompts]
         expected = token_ids(llm.generate(chats, greedy(64), use_tqdm=False))
-    config = ssd_config(draft, k=4, log_interval_s=0)
+    # exactness and draft quality, not the step deadline: on a slow CPU (an AVX2 machine's
+    # draft forward takes ~250 ms) the measured deadline would leave few steps drafted
+    config = ssd_config(draft, k=4, log_interval_s=0, step_deadline_ms=20000)
     with make_llm(target, speculative_config=config, **options) as llm:
         outputs = token_ids(llm.generate(chats, greedy(64), use_tqdm=False))
         stats = get_ssd_metrics(llm)

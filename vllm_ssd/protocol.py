@@ -55,6 +55,8 @@ class StepRequest(msgspec.Struct, tag="step"):
     previous_round_trip_s: float = 0.0  # the proposer's wait for the previous reply
     wants_reply: bool = True  # False within a quiet run (see StepReply.quiet_steps)
     deadline_misses: int = 0  # the proposer's count of steps whose reply came too late
+    wants_stats: bool = False  # the reply carries the server's counters (asked every
+    # STATS_EVERY steps and when the proposer's log line is due; /metrics asks apart)
 
 
 class StepReply(msgspec.Struct, tag="step_reply"):

@@ -70,3 +70,33 @@ def test_a_step_with_new_requests_reports_no_target_step_time():
     proposer.propose([[7]], np.array([4]), tokens)  # request "a" is new
     proposer.propose([[7]], np.array([5]), tokens)
     assert client.target_steps[0] == 0.0 and client.target_steps[1] > 0.0
+
+
+class CountingClient(FakeClient):
+    """Replies with the server's counters only when the step asks for them."""
+
+    def __init__(self):
+        super().__init__(quiet=0)
+        self.asked: list[bool] = []
+
+    def step(self, request: P.StepRequest, deadline_s: float | None = None) -> P.StepReply:
+        reply = super().step(request, deadline_s)
+        self.asked.append(request.wants_stats)
+        reply.stats = {"steps": float(len(self.asked))} if request.wants_stats else {}
+        return reply
+
+
+def test_counters_come_with_a_reply_only_when_asked():
+    from vllm_ssd.vllm_seam.proposer import STATS_EVERY
+
+    client = CountingClient()
+    proposer = make_proposer(client)
+    tokens = np.zeros((1, 64), dtype=np.int32)
+    for i in range(2 * STATS_EVERY + 2):
+        proposer.propose([[7]], np.array([4 + i]), tokens)
+    asked = [i for i, wants in enumerate(client.asked) if wants]
+    assert asked == [0, STATS_EVERY, 2 * STATS_EVERY]  # not on every reply
+    assert proposer.last_stats == {"steps": 2.0 * STATS_EVERY + 1}  # the latest counters kept
+    proposer.stats_logger = StatsLogger(1e-9)  # a log line due: the next reply brings them
+    proposer.propose([[7]], np.array([100]), tokens)
+    assert client.asked[-1] is True

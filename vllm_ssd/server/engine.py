@@ -87,7 +87,7 @@ class DraftEngine:
                                          lookup, lens, time.perf_counter() - start, *previous))
         return P.StepReply(seq=request.seq, num_drafts=P.pack(lens), draft_tokens=P.pack(drafts[keep]),
                            is_hit=P.pack(source == SOURCE_CACHE, np.uint8),
-                           stats=self.stats.snapshot() if request.wants_reply else {},
+                           stats=self.stats.snapshot() if request.wants_stats else {},
                            quiet_steps=max(self.switch.quiet_until - self.num_steps, 0))
 
     def observe(self) -> None:

@@ -64,9 +64,12 @@ class StatsLogger:
         self.last_time = time.monotonic()
         self.last: dict[str, float] = {}
 
+    def due(self) -> bool:
+        return self.interval_s > 0 and time.monotonic() - self.last_time >= self.interval_s
+
     def maybe_log(self, stats: dict[str, float]) -> None:
         now = time.monotonic()
-        if self.interval_s <= 0 or now - self.last_time < self.interval_s:
+        if not self.due():
             return
         delta = {k: v - self.last.get(k, 0.0) for k, v in stats.items()}
         rates = summary(delta)

@@ -31,6 +31,9 @@ from vllm_ssd.settings import SSDSettings
 from vllm_ssd.vllm_seam.tracker import RequestTracker
 
 logger = logging.getLogger(__name__)
+# steps between replies that carry the server's counters: the base a replacement server
+# continues from after a crash (at most this many steps of counts are lost then)
+STATS_EVERY = 16
 
 
 class SSDProposer:
@@ -67,6 +70,7 @@ class SSDProposer:
         self.resync = False  # the next step re-sends its rows as catch-up, not outcomes
         self.restarts = RestartSchedule()
         self.pauses = PauseLog()
+        self.steps_since_stats = STATS_EVERY  # the first reply brings the counters
 
     def load_model(self, *args, **kwargs) -> None:
         """Starts the draft server (vLLM's own model is not used by SSD)."""
@@ -93,6 +97,7 @@ class SSDProposer:
                                         token_ids_cpu, target_step_s)
         request.previous_round_trip_s = self.last_round_trip_s
         request.deadline_misses = self.deadline_misses
+        request.wants_stats = self.steps_since_stats >= STATS_EVERY or self.stats_logger.due()
         self.deadline.observe_target_step(request.target_step_s)
         sent = time.perf_counter()
         quiet = self.quiet_steps > 0
@@ -120,8 +125,10 @@ class SSDProposer:
         ends = np.cumsum(lens).tolist()
         for row, start, end in zip(rows.tolist(), [0, *ends[:-1]], ends):
             drafts[row] = flat[start:end]
-        self.last_stats = reply.stats
-        self.stats_logger.maybe_log(reply.stats)
+        self.steps_since_stats += 1
+        if reply.stats:  # this step brought them
+            self.last_stats, self.steps_since_stats = reply.stats, 1
+            self.stats_logger.maybe_log(reply.stats)
         return drafts
 
     def _make_step(self, req_ids, sampled, num_tokens, token_ids_cpu, target_step_s):

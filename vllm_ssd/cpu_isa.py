@@ -21,6 +21,14 @@ class CpuIsa:
     tier: str  # one of TIERS
     fast_bf16: bool  # bfloat16 dot products in hardware (avx512_bf16 or AMX)
     model_name: str
+    vnni: bool = False  # int8 dot products with 32-bit sums (avx512_vnni / avx_vnni)
+
+    @property
+    def exact_int8(self) -> bool:
+        """Whether oneDNN's int8 matmul keeps 32-bit sums here. Without VNNI (AVX2, AVX-512
+        before Cascade Lake) it multiplies u8 x s8 into saturating 16-bit sums: logits
+        ~20% off, so int8 is never offered there."""
+        return self.tier == "amx" or self.vnni
 
     def capped(self, cap: str) -> CpuIsa:
         """This CPU seen as a CPU of tier ``cap`` (``auto``: as it is); ValueError above it."""
@@ -28,7 +36,9 @@ class CpuIsa:
             return self
         if TIERS.index(cap) > TIERS.index(self.tier):
             raise ValueError(f"this CPU ({self.model_name}) offers {self.tier}, not {cap}")
-        return CpuIsa(cap, self.fast_bf16 and cap != "avx2", self.model_name)
+        fast_bf16 = self.fast_bf16 and cap != "avx2"
+        # the capped oneDNN keeps VNNI only at AVX512_CORE_BF16 (see cap_environment)
+        return CpuIsa(cap, fast_bf16, self.model_name, self.vnni and fast_bf16)
 
 
 def detect_cpu_isa() -> CpuIsa:
@@ -42,7 +52,20 @@ def detect_cpu_isa() -> CpuIsa:
     else:
         tier = "avx2"
     fast_bf16 = tier == "amx" or bool(cpu._is_avx512_bf16_supported())
-    return CpuIsa(tier, fast_bf16, cpu_model_name())
+    vnni = tier == "amx" or bool(cpu_flags() & {"avx512_vnni", "avx_vnni"})
+    return CpuIsa(tier, fast_bf16, cpu_model_name(), vnni)
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as /proc/cpuinfo lists them (empty where it cannot be read)."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
 
 
 def cpu_model_name() -> str:

@@ -46,7 +46,8 @@ class SSDSettings(BaseModel):
     build_deadline: float = Field(1.5, ge=0)  # cut a cache build short once a step has
     # been waiting and the build ran longer than this many target steps (inf = never)
     prefill_chunk: int | None = Field(None, ge=1)  # prompt tokens the draft prefills per
-    # cache build (the rest in later rounds); None = 256 on CPU, 2048 on a GPU
+    # cache build (the rest in later rounds); None = 2048 on a GPU, and on a CPU what the
+    # draft prefills in 50 ms at its measured rate (see vllm_ssd/server/prefill_pacer.py)
     ipc_timeout_s: float = Field(30.0, gt=0)  # a server silent this long = down (restarted)
     step_deadline_ms: float | None = Field(None, gt=0)  # longest wait for a step's drafts
     # (then the step goes on without them); None = measured (see vllm_ssd/deadline.py)
@@ -56,8 +57,13 @@ class SSDSettings(BaseModel):
     startup_timeout_s: float = Field(600.0, gt=0)  # draft model load + handshake
     enforce_eager: bool = False  # CUDA drafts: no CUDA graphs
     block_size: int = Field(16, ge=1, le=1024)
-    kv_cache_tokens: int | None = Field(None, ge=1)  # draft KV capacity; None = sized for
+    kv_cache_gb: float | None = Field(None, gt=0)  # draft KV cache memory (GiB); None = a
+    # share of the memory free at start-up (see vllm_ssd/server/kv/budget.py)
+    kv_cache_tokens: int | None = Field(None, ge=1)  # draft KV capacity in tokens (wins over
+    # kv_cache_gb); requests beyond it decode without drafts until blocks free up
     sim_hit_rate: float | None = Field(None, ge=0, le=1)  # benchmarks only: simulated hits
+    sim_ms_per_token: float = Field(0.0, ge=0)  # tests and benchmarks only: each draft
+    # forward also sleeps this long per token it runs (a slower draft device)
     log_interval_s: float = Field(10.0, ge=0)  # periodic SSD metrics log line; 0 = off
     seed: int = 0  # draft sampling seed
     load_format: Literal["auto", "dummy"] = "auto"  # internal: follows vLLM's load_format
@@ -83,19 +89,20 @@ class SSDSettings(BaseModel):
             return self.busy_poll_ms / 1e3
         return DEVICE_DEFAULTS[self.on_gpu()]["busy_poll_s"]
 
-    def prefill_chunk_tokens(self) -> int:
+    def prefill_chunk_tokens(self) -> int | None:
+        """The fixed chunk in tokens; None: sized by measured time."""
         return self.prefill_chunk or DEVICE_DEFAULTS[self.on_gpu()]["prefill_chunk"]
 
 
 # Defaults that depend on the draft device (measured; on_gpu -> values): a CUDA draft
 # server polls its socket after a build (no wake-up latency) and prefills long chunks; a
-# CPU one must not spin a core the target needs, and prefills in short chunks so that a
-# build stays within a few target steps. row_cost_prior: the cost of one more row in a draft
+# CPU one must not spin a core the target needs, and prefills in chunks of measured time so
+# that a build stays within a few target steps. row_cost_prior: the cost of one more row in a draft
 # forward, as a fraction of a one-row forward, before any was measured
 # (benchmarks/profile_draft.py).
 DEVICE_DEFAULTS = {
     True: {"busy_poll_s": 0.02, "prefill_chunk": 2048, "row_cost_prior": 0.01},
-    False: {"busy_poll_s": 0.0, "prefill_chunk": 256, "row_cost_prior": 0.03},
+    False: {"busy_poll_s": 0.0, "prefill_chunk": None, "row_cost_prior": 0.03},
 }
 
 

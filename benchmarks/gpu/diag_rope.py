@@ -11,7 +11,7 @@ import torch
 sys.path.insert(0, ".")
 from tests.conftest import TINY_ROOT  # noqa: E402
 from tests import tiny_models  # noqa: E402
-from vllm_ssd.server.device.model_runner import DraftModelRunner  # noqa: E402
+from vllm_ssd.server.device.model_runner import ModelRunner  # noqa: E402
 
 
 def main():
@@ -19,7 +19,7 @@ def main():
     from pathlib import Path
     recipe = hashlib.sha256(Path(tiny_models.__file__).read_bytes()).hexdigest()[:10]
     tiny = tiny_models.build_all(TINY_ROOT / recipe)
-    runner = DraftModelRunner(str(tiny["draft_hd64"]), torch.device("cuda"), "bfloat16",
+    runner = ModelRunner(str(tiny["draft_hd64"]), torch.device("cuda"), "bfloat16",
                               num_blocks=128, block_size=16, max_positions=256, dummy=False)
     from vllm_ssd.server.kv.attention_cuda import FlashPagedAttention
 

@@ -74,7 +74,7 @@ HOST_TIMED = {  # host time of these calls per round (--host-breakdown)
     "engine": ("step", "build", "_speculate", "_lookup", "_lifecycle", "_observe_build",
                "_speculation_pays"),
     "builder": ("collect", "release_branches", "prefill_chunks", "fork", "decode_branches"),
-    "drafter": ("extend", "decode", "jit", "sample"),
+    "passes": ("extend", "decode", "jit", "sample"),
     "runner": ("run", "make_batch", "copy_blocks"),
     "table": ("apply_deltas", "set_drafts", "ensure_blocks", "path_tokens"),
     "stats": ("observe_step", "observe_lookups", "snapshot"),
@@ -83,8 +83,8 @@ HOST_TIMED = {  # host time of these calls per round (--host-breakdown)
 
 def time_host_calls(engine) -> dict[str, float]:
     """Wraps the methods in HOST_TIMED on their instances; returns the seconds table."""
-    owners = {"engine": engine, "builder": engine.builder, "drafter": engine.drafter,
-              "runner": engine.drafter.runner, "table": engine.table, "stats": engine.stats}
+    owners = {"engine": engine, "builder": engine.builder, "passes": engine.passes,
+              "runner": engine.passes.runner, "table": engine.table, "stats": engine.stats}
     seconds: dict[str, float] = {}
 
     def wrap(name, method):
@@ -130,7 +130,7 @@ class Rounds:
 
     def __init__(self, args, engine, batch_size: int):
         self.args, self.engine = args, engine
-        self.target = FakeTarget(args.acceptance, engine.drafter.runner.arch.vocab_size)
+        self.target = FakeTarget(args.acceptance, engine.passes.runner.arch.vocab_size)
         self.slots = np.arange(batch_size)
         self.num_drafts = np.zeros(batch_size, dtype=np.int64)
         self.drafts = np.zeros(0, dtype=np.int64)

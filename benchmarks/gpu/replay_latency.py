@@ -48,12 +48,12 @@ def measure(runner, ids, tables, query_len: int, rows: int, repeats: int = 30) -
 def main() -> None:
     import torch
 
-    from vllm_ssd.server.device.model_runner import DraftModelRunner
+    from vllm_ssd.server.device.model_runner import ModelRunner
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--draft", default="benchmarks/gpu/configs/qwen2.5-0.5b")
     args = parser.parse_args()
-    runner = DraftModelRunner(args.draft, torch.device("cuda:0"), "auto", num_blocks=4096,
+    runner = ModelRunner(args.draft, torch.device("cuda:0"), "auto", num_blocks=4096,
                               block_size=16, max_positions=4096, dummy=True)
     runner.capture_graphs({1: 64, 5: 16}, max_blocks=64)
     tables = np.arange(64 * 64).reshape(64, 64)

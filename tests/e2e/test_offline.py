@@ -6,6 +6,7 @@ import pytest
 
 from tests.conftest import PROMPTS, greedy, make_llm, ssd_config, token_ids
 from vllm_ssd import get_ssd_metrics
+from vllm_ssd.cpu_isa import detect_cpu_isa
 
 FULL_BUILD = {"build_plan": "full", "build_deadline": float("inf")}
 
@@ -20,13 +21,18 @@ def metric_values(llm) -> dict[str, float]:
     ("target", "ssd", {**FULL_BUILD, "prefill_chunk": 3}),  # prompts prefilled 3 tokens a round
     ("draft_qwen2", "ssd", {"backup": "neural"}),  # another family, almost nothing accepted
     ("draft_noisy", "sd", {}),  # the draft-after-outcome baseline
-    # W8A8 int8 draft linears: the AMX kernel on AMX CPUs, oneDNN's int8 matmul elsewhere
+    # W8A8 int8 draft linears: the AMX kernel on AMX CPUs, oneDNN's int8 matmul with VNNI;
+    # without VNNI start-up stops naming the setting
     ("draft_noisy_bf16", "ssd", {"draft_quantization": "int8"}),
     # a bf16 checkpoint on the AVX2 path (oneDNN and PyTorch capped to AVX2 in the server)
     ("draft_noisy_bf16", "ssd", {"draft_cpu_isa": "avx2"}),
 ])
 def test_greedy_output_is_the_targets(tiny, reference_outputs, capfd, draft, mode, settings):
     config = ssd_config(tiny[draft], mode=mode, log_interval_s=0, **settings)
+    if settings.get("draft_quantization") == "int8" and not detect_cpu_isa().exact_int8:
+        with pytest.raises(Exception, match="'draft_quantization'.*VNNI no"):
+            make_llm(tiny["target"], speculative_config=config)
+        return
     with make_llm(tiny["target"], speculative_config=config) as llm:
         outputs = token_ids(llm.generate(PROMPTS, greedy(48), use_tqdm=False))
         drafted = metric_values(llm)["vllm:spec_decode_num_draft_tokens"]

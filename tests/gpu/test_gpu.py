@@ -107,7 +107,7 @@ def run_engine_steps(tiny, enforce_eager: bool,
         # pretend the target accepted the first draft of each row and sampled token 5
         ends = np.cumsum(lens)
         deltas = [drafts[e - n:e - n + 1] + [5] if n else [5] for e, n in zip(ends, lens)]
-    runner = engine.drafter.runner
+    runner = engine.passes.runner
     assert (runner.graphs is not None) == (not enforce_eager)  # FlashAttention + graphs used
     batch = runner.make_batch(np.array([3, 4]), np.ones(2, dtype=np.int64), np.array([9, 14]),
                               engine.table.block_tables[slots], np.arange(2))
@@ -138,4 +138,4 @@ def test_draft_device_cuda_without_index(tiny):
     hello = P.Hello(version=P.PROTOCOL_VERSION, token="", num_speculative_tokens=3,
                     target_vocab_size=512, max_model_len=256, max_num_seqs=2)
     engine = build_engine(settings, hello)
-    assert engine.drafter.runner.device == torch.device("cuda", torch.cuda.current_device())
+    assert engine.passes.runner.device == torch.device("cuda", torch.cuda.current_device())

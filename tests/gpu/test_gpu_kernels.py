@@ -41,9 +41,9 @@ def _logits(runner, ids, rows: int, context: int) -> torch.Tensor:
 
 
 def test_graph_steps_give_the_logits_of_eager_unfused_steps(tiny):
-    from vllm_ssd.server.device.model_runner import DraftModelRunner
+    from vllm_ssd.server.device.model_runner import ModelRunner
 
-    runner = DraftModelRunner(str(tiny["draft_hd64"]), torch.device("cuda"), "bfloat16",
+    runner = ModelRunner(str(tiny["draft_hd64"]), torch.device("cuda"), "bfloat16",
                               num_blocks=128, block_size=16, max_positions=256, dummy=False)
     assert runner.backend.rope_and_cache is not None
     ids = np.random.default_rng(0).integers(4, 500, size=64)

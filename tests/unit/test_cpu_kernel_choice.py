@@ -8,7 +8,9 @@ from vllm_ssd.server.model.cpu_kernel_choice import (Candidate, candidate_dtypes
                                                      candidates, choose_cpu_kernels)
 from vllm_ssd.settings import SSDConfigError
 
-AMX, ZEN4, AVX2 = CpuIsa("amx", True, "x"), CpuIsa("avx512", True, "z"), CpuIsa("avx2", False, "e")
+AMX, ZEN4, AVX2 = (CpuIsa("amx", True, "x", vnni=True), CpuIsa("avx512", True, "z", vnni=True),
+                   CpuIsa("avx2", False, "e"))
+SKYLAKE, AVX2_VNNI = CpuIsa("avx512", False, "s"), CpuIsa("avx2", False, "a", vnni=True)
 BF16, FP32 = torch.bfloat16, torch.float32
 
 
@@ -34,6 +36,17 @@ def test_candidates_by_tier_and_quantization():
         "torch/bfloat16", "onednn/float32", "torch/float32"}
     assert labels(candidates([BF16], "int8", AMX)) == {"amx_int8/bfloat16",
                                                        "onednn_int8/bfloat16"}
+
+
+def test_int8_is_offered_only_where_its_sums_are_32_bit():
+    """Without VNNI oneDNN's u8 x s8 products go into saturating 16-bit sums."""
+    assert labels(candidates([FP32], "int8", AVX2)) == set()
+    assert labels(candidates([FP32], "int8", SKYLAKE)) == set()
+    assert labels(candidates([FP32], "int8", AVX2_VNNI)) == {"onednn_int8/float32"}
+    assert labels(candidates([FP32], "int8", ZEN4)) == {"onednn_int8/float32"}
+    assert not AMX.capped("avx2").exact_int8 and AMX.capped("avx512").exact_int8
+    with pytest.raises(SSDConfigError, match="'draft_quantization'.*VNNI no"):
+        choose_cpu_kernels(AVX2, "float32", "auto", "int8", (512, 128), fake_timer({}))
 
 
 def fake_timer(ms_by_label, failing=()):
@@ -62,7 +75,7 @@ def test_auto_takes_int8_only_by_a_clear_margin(int8_ms, expected):
 
 def test_explicit_int8_takes_int8_even_when_slower():
     timer = fake_timer({"onednn_int8/float32": 20.0})
-    plan = choose_cpu_kernels(AVX2, "float32", "auto", "int8", (512, 128), timer)
+    plan = choose_cpu_kernels(AVX2_VNNI, "float32", "auto", "int8", (512, 128), timer)
     assert (plan.dtype, plan.linear) == (FP32, "onednn_int8")
 
 

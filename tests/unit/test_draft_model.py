@@ -3,14 +3,14 @@ import numpy as np
 import pytest
 import torch
 
-from vllm_ssd.server.device.model_runner import DraftModelRunner
+from vllm_ssd.server.device.model_runner import ModelRunner
 
 
 @pytest.mark.parametrize("name", ["target", "draft_qwen2", "draft_qwen3"])
 def test_paged_prefill_extend_and_batched_decode_match_transformers(tiny, name):
     import transformers
 
-    runner = DraftModelRunner(str(tiny[name]), torch.device("cpu"), "auto", num_blocks=64,
+    runner = ModelRunner(str(tiny[name]), torch.device("cpu"), "auto", num_blocks=64,
                               block_size=4, max_positions=512, dummy=False)
     hf = transformers.AutoModelForCausalLM.from_pretrained(tiny[name]).eval()
     ids = np.random.default_rng(0).integers(4, 500, size=23)
@@ -36,7 +36,7 @@ def test_paged_prefill_extend_and_batched_decode_match_transformers(tiny, name):
 
 
 def test_copy_blocks_duplicates_kv(tiny):
-    runner = DraftModelRunner(str(tiny["draft"]), torch.device("cpu"), "auto", num_blocks=8,
+    runner = ModelRunner(str(tiny["draft"]), torch.device("cpu"), "auto", num_blocks=8,
                               block_size=4, max_positions=64, dummy=True)
     runner.kv_cache[:, :, 2].fill_(3.0)
     runner.copy_blocks(np.array([2]), np.array([5]))
@@ -53,7 +53,7 @@ def test_fused_kernels_match_the_pytorch_ops(tiny, name):
 
     from vllm_ssd.server.model.kernels import Kernels
 
-    runner = DraftModelRunner(str(tiny[name]), torch.device("cpu"), "auto",
+    runner = ModelRunner(str(tiny[name]), torch.device("cpu"), "auto",
                               num_blocks=32, block_size=4, max_positions=128, dummy=False)
     assert runner.model.layers[0].mlp.kernels.ops is torch.ops._C  # what the loader chose
     ids = np.random.default_rng(1).integers(4, 500, size=11)

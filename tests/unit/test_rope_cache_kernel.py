@@ -32,10 +32,10 @@ MODEL_CHECK = """
 import sys
 import numpy as np
 import torch
-from vllm_ssd.server.device.model_runner import DraftModelRunner
+from vllm_ssd.server.device.model_runner import ModelRunner
 from vllm_ssd.server.model.rope_cache_cuda import RopeAndCache, _build_kernel
 
-runner = DraftModelRunner(sys.argv[1], torch.device("cpu"), "float32", num_blocks=64,
+runner = ModelRunner(sys.argv[1], torch.device("cpu"), "float32", num_blocks=64,
                           block_size=16, max_positions=256, dummy=False, quantization="none")
 backend, fused = runner.backend, RopeAndCache(_build_kernel())
 

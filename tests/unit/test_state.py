@@ -52,3 +52,42 @@ def test_kv_validity_is_capped_by_what_was_computed():
 def test_path_tokens_place_drafts_after_the_committed_tokens():
     table = table_with_drafts([20, 21], path_cached=5)
     assert table.path_tokens(np.array([0]))[0, :8].tolist() == [10, 11, 12, 13, 14, 20, 21, 0]
+
+
+def table_of(num_blocks: int, lengths: list[int]) -> RequestTable:
+    """Rows 0.. with ``lengths`` committed tokens, 4-token blocks, K = 3 (block 0 reserved)."""
+    table = RequestTable(max_slots=4, max_len=64, max_drafts=3,
+                         blocks=BlockManager(num_blocks, 4, reserved=1))
+    slots = np.arange(len(lengths))
+    table.activate(slots, np.zeros(len(lengths), dtype=np.float32))
+    table.apply_deltas(slots, np.array(lengths), np.arange(sum(lengths), dtype=np.int32),
+                       np.zeros(len(lengths), dtype=bool))
+    return table
+
+
+def test_rows_are_admitted_while_blocks_last_and_the_rest_wait():
+    table = table_of(num_blocks=1 + 7, lengths=[9, 9, 9])  # each needs ceil(13 / 4) = 4
+    slots = np.arange(3)
+    admitted = table.admit(slots, np.array([True, True, True]))
+    assert admitted.tolist() == [True, False, False]
+    assert table.num_blocks.tolist()[:3] == [4, 0, 0] and table.blocks.num_free == 3
+    table.path_cached[0] = 9
+    table.release(np.array([0]))  # row 0 finishes: the next waiting row gets its blocks
+    assert table.admit(slots[1:], np.array([True, True])).tolist() == [True, False]
+    assert table.path_cached[1] == 0  # KV to be built from the committed tokens
+
+
+def test_holders_keep_their_blocks_before_newcomers_and_a_row_that_grew_out_gives_back():
+    table = table_of(num_blocks=1 + 9, lengths=[9, 9])
+    slots = np.arange(2)
+    assert table.admit(slots, np.array([True, True])).tolist() == [True, True]  # 8 blocks
+    table.path_cached[:2] = 9
+    for row, grown in ((0, 4), (1, 4)):  # both cross into a fifth block
+        table.apply_deltas(np.array([row]), np.array([grown]), np.arange(grown, dtype=np.int32),
+                           np.array([False]))
+    admitted = table.admit(slots, np.array([True, True]))  # one free block: row 0 takes it
+    assert admitted.tolist() == [True, False]
+    assert table.num_blocks[1] == 0 and table.path_cached[1] == 0 and table.active[1]
+    assert table.blocks.num_free == 4
+    unwanted = table.admit(slots, np.array([True, False]))  # a row without drafts keeps all
+    assert unwanted.tolist() == [True, False] and table.num_blocks[0] == 5

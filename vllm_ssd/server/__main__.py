@@ -86,12 +86,12 @@ def _run(socket, settings: SSDSettings, token: str, guard: FrameGuard, parent_pi
     limits = StepLimits(hello.max_num_seqs, hello.num_speculative_tokens,
                         hello.target_vocab_size, engine.table.max_len)
     guard.bind(identity, limits)
-    arch = engine.drafter.runner.arch
+    arch = engine.passes.runner.arch
     socket.send_multipart([identity, P.encode(P.HelloReply(
         version=P.PROTOCOL_VERSION, ok=True, vocab_size=arch.vocab_size,
-        model_type=arch.model_type, device=str(engine.drafter.runner.device), pid=os.getpid()))])
-    from vllm_ssd.server.server import DraftServer
-    DraftServer(socket, engine, guard, limits, parent_pid, settings.busy_poll_seconds()).serve()
+        model_type=arch.model_type, device=str(engine.passes.runner.device), pid=os.getpid()))])
+    from vllm_ssd.server.loop import ServerLoop
+    ServerLoop(socket, engine, guard, limits, parent_pid, settings.busy_poll_seconds()).serve()
     return 0
 
 

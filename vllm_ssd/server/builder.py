@@ -26,7 +26,8 @@ import torch
 
 from vllm_ssd.server.kv.block_manager import BlockManager
 from vllm_ssd.server.device.device_clock import DeviceClock, to_device
-from vllm_ssd.server.drafter import Drafter
+from vllm_ssd.server.draft_passes import DraftPasses
+from vllm_ssd.server.prefill_pacer import PrefillPacer
 from vllm_ssd.server.spec_cache import SpeculationCache
 from vllm_ssd.server.state import RequestTable
 from vllm_ssd.server.segments import segment_offsets
@@ -60,17 +61,17 @@ class PendingBuild:
 
 
 class CacheBuilder:
-    def __init__(self, drafter: Drafter, table: RequestTable, cache: SpeculationCache,
-                 blocks: BlockManager, prefill_chunk: int = 1 << 30):
-        """prefill_chunk: catch-up tokens (new prompts) per build; longer catch-ups are
-        prefilled a chunk per round, so that no build blocks the next step for long."""
-        self.drafter = drafter
-        self.prefill_chunk = prefill_chunk
+    def __init__(self, passes: DraftPasses, table: RequestTable, cache: SpeculationCache,
+                 blocks: BlockManager, pacer: PrefillPacer | None = None):
+        """pacer: catch-up tokens (new prompts) per build; longer catch-ups are prefilled
+        a chunk per round, so that no build blocks the next step for long."""
+        self.passes = passes
+        self.pacer = pacer or PrefillPacer(1 << 30)
         self.table = table
         self.cache = cache
         self.blocks = blocks
         self.branch_tables = np.zeros((0, table.block_tables.shape[1]), dtype=np.int32)
-        self.clock = drafter.clock if drafter else DeviceClock(torch.device("cpu"))
+        self.clock = passes.clock if passes else DeviceClock(torch.device("cpu"))
         self.pending: PendingBuild | None = None
 
     def release_branches(self) -> None:
@@ -94,7 +95,7 @@ class CacheBuilder:
         branches = None
         if len(slots):
             num_drafts = self.table.num_drafts[slots]
-            logits = self.drafter.extend(self.table, slots, num_drafts + 1)
+            logits = self.passes.extend(self.table, slots, num_drafts + 1)
             branches = self.fork(slots, logits, num_drafts, fanout)
             report.num_branches = len(branches.slots)
         glue_done = self.clock.mark()
@@ -134,12 +135,15 @@ class CacheBuilder:
         table = self.table
         catch_up = table.num_tokens[slots] + table.num_drafts[slots] - \
             np.minimum(table.path_cached[slots], table.num_tokens[slots] - 1)
-        long = catch_up > max(self.prefill_chunk, table.max_drafts + 1)
+        chunk_tokens = self.pacer.chunk_tokens()
+        long = catch_up > max(chunk_tokens, table.max_drafts + 1)
         num_long = int(long.sum())
         if num_long:
-            chunk = max(self.prefill_chunk // num_long, 1)
-            self.drafter.extend(table, slots[long], np.zeros(num_long, dtype=np.int64),
-                                np.full(num_long, chunk))
+            chunk = max(chunk_tokens // num_long, 1)
+            start = time.perf_counter()  # a timed pacer runs on a CPU: passes are synchronous
+            self.passes.extend(table, slots[long], np.zeros(num_long, dtype=np.int64),
+                               np.full(num_long, chunk))
+            self.pacer.observe(chunk * num_long, time.perf_counter() - start)
         return slots[~long]
 
     def fork(self, slots: np.ndarray, logits: torch.Tensor, num_drafts: np.ndarray,
@@ -174,11 +178,11 @@ class CacheBuilder:
         fork_lens = self.table.num_tokens[branches.slots] + branches.k  # positions shared
         tables, cow_src, cow_dst = self.blocks.fork(
             self.table.block_tables[branches.slots], fork_lens, depth)
-        self.drafter.runner.copy_blocks(cow_src, cow_dst)
+        self.passes.runner.copy_blocks(cow_src, cow_dst)
         self.branch_tables = tables
         temps = self.table.temperature[branches.slots]
         # the first branch step always runs: a one-token hit beats a miss
-        return self.drafter.decode(tables, fork_lens, branches.tokens, temps, depth,
+        return self.passes.decode(tables, fork_lens, branches.tokens, temps, depth,
                                    self.cache_width, stop, min_steps=1)
 
     @property

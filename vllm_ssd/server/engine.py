@@ -11,10 +11,12 @@ import numpy as np
 
 from vllm_ssd import protocol as P
 from vllm_ssd.server.kv.block_manager import BlockManager, OutOfBlocks
+from vllm_ssd.server.kv.budget import fit_fanout
 from vllm_ssd.server.builder import CacheBuilder
-from vllm_ssd.server.drafter import Drafter
-from vllm_ssd.server.device.model_runner import DraftModelRunner
+from vllm_ssd.server.draft_passes import DraftPasses
+from vllm_ssd.server.device.model_runner import ModelRunner
 from vllm_ssd.server.ngram import ngram_drafts
+from vllm_ssd.server.prefill_pacer import PrefillPacer
 from vllm_ssd.server.policy import (SOURCE_CACHE, SOURCE_NEURAL, SOURCE_NGRAM, SOURCE_NONE,
                                     SpeculationPolicy)
 from vllm_ssd.server.modes import MODES
@@ -28,8 +30,8 @@ logger = logging.getLogger(__name__)
 REPLAN_EVERY = 16  # steps between build plans
 
 
-class DraftEngine:
-    def __init__(self, settings: SSDSettings, runner: DraftModelRunner, max_drafts: int,
+class StepEngine:
+    def __init__(self, settings: SSDSettings, runner: ModelRunner, max_drafts: int,
                  max_slots: int, max_len: int, stats: ServerStats):
         self.settings = settings
         self.mode = MODES[settings.mode]
@@ -37,9 +39,9 @@ class DraftEngine:
         self.blocks = BlockManager(runner.num_blocks, runner.block_size, reserved=1)
         self.table = RequestTable(max_slots, max_len, max_drafts, self.blocks)
         self.cache = SpeculationCache(max_slots, max_drafts, settings.fanout_budget)
-        self.drafter = Drafter(runner, settings.saguaro_c, seed=settings.seed)
-        self.builder = CacheBuilder(self.drafter, self.table, self.cache, self.blocks,
-                                    settings.prefill_chunk_tokens())
+        self.passes = DraftPasses(runner, settings.saguaro_c, seed=settings.seed)
+        self.builder = CacheBuilder(self.passes, self.table, self.cache, self.blocks,
+                                    PrefillPacer(settings.prefill_chunk_tokens()))
         self.policy = SpeculationPolicy(max_drafts, settings.fanout_budget, settings.fanout_r,
                                         settings.backup,
                                         DEVICE_DEFAULTS[settings.on_gpu()]["row_cost_prior"])
@@ -48,7 +50,7 @@ class DraftEngine:
             rows = {1: max_slots * settings.fanout_budget,
                     **{q: max_slots for q in range(2, max_drafts + 2)}}
             runner.capture_graphs(rows, self.table.block_tables.shape[1])
-            self.drafter.pad_queries = runner.graphs is not None
+            self.passes.pad_queries = runner.graphs is not None
         self.stats = stats
         self.rng = np.random.default_rng(settings.seed)
         self.pending_build = np.zeros(0, dtype=np.int64)
@@ -73,14 +75,15 @@ class DraftEngine:
                                            P.unpack(request.is_step_delta, np.uint8) > 0)
         sources = self.table.draft_source[slots]
         speculate = self._speculation_pays(len(slots))
+        admitted = self._admit(slots, caps > 0) if speculate else caps < 0
         drafts, lens, source, lookup = self._speculate(slots, outcomes,
-                                                       np.where(speculate, caps, 0))
+                                                       np.where(admitted, caps, 0))
         self.table.set_drafts(slots, drafts, lens, source)
         previous = (self.last_had_drafts, self.last_all_hit)  # what produced these outcomes
         wanted = caps > 0
         self.last_all_hit = bool(wanted.any() and (source[wanted] == SOURCE_CACHE).all())
         self.last_had_drafts = bool(lens.sum() > 0)
-        self.pending_build = slots if self.mode.builds_cache and speculate else slots[:0]
+        self.pending_build = slots[admitted] if self.mode.builds_cache else slots[:0]
         self.num_steps += 1
         keep = np.arange(self.max_drafts)[None, :] < lens[:, None]
         self.observations.append(partial(self._observe_step, request, report, outcomes, sources,
@@ -137,6 +140,13 @@ class DraftEngine:
                         self.policy.plain_rate.value)
         self.stats.scalars["steps_without_speculation"] += 0.0 if decision.speculate else 1.0
         return decision.speculate
+
+    def _admit(self, slots: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+        """Rows whose KV fits in the draft's cache this round (the rest get no drafts and
+        are counted; they are admitted again as blocks free up)."""
+        admitted = self.table.admit(slots, wanted)
+        self.stats.scalars["rows_without_kv"] += float((wanted & ~admitted).sum())
+        return admitted
 
     def _lifecycle(self, request: P.StepRequest) -> None:
         finished = np.array(request.finished_slots, dtype=np.int64)
@@ -206,7 +216,7 @@ class DraftEngine:
                                              self.max_drafts)
             source[rows] = SOURCE_NGRAM
         else:
-            found, found_lens = self.drafter.jit(self.table, slots[rows], row_caps,
+            found, found_lens = self.passes.jit(self.table, slots[rows], row_caps,
                                                  self.settings.fanout_budget)
             source[rows] = SOURCE_NEURAL
             if row_caps.max(initial=0) > 0:
@@ -225,6 +235,8 @@ class DraftEngine:
             self.observe()
             return
         fanout = self.policy.fanout(self.table.draft_source[slots], self.table.num_drafts[slots])
+        blocks_per_branch = 2 + self.policy.plan.depth // self.blocks.block_size
+        fanout = fit_fanout(fanout, self.blocks.num_free // blocks_per_branch)
         deadline = time.perf_counter() + self.settings.build_deadline * \
             self.policy.target_step_s.value
         try:

@@ -1,5 +1,5 @@
 """Builds a draft engine from the settings and the proposer's handshake: device placement,
-the draft KV cache's size, the model, the engine. Tests and benchmarks build engines here
+the draft KV cache's budget, the model, the engine. Tests and benchmarks build engines here
 too, without a socket."""
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import logging
 import os
 
 from vllm_ssd import protocol as P
+from vllm_ssd.server.kv import budget
 from vllm_ssd.settings import SSDSettings, parse_cpu_list
 
 logger = logging.getLogger(__name__)
@@ -18,25 +19,11 @@ def row_positions(max_model_len: int, num_speculative_tokens: int) -> int:
     return max_model_len + num_speculative_tokens + 2
 
 
-def draft_kv_blocks(max_num_seqs: int, max_len: int, num_speculative_tokens: int,
-                    block_size: int, fanout_budget: int, kv_cache_tokens: int | None) -> int:
-    """Blocks of the draft's paged KV cache: every request's path (``max_len`` committed
-    tokens + K drafts + the one being decoded), or ``kv_cache_tokens`` of them; plus the
-    branches of one cache build (each forks one copy-on-write block and writes at most K
-    tokens: 2 + K // block_size blocks); plus block 0, reserved for CUDA-graph padding."""
-    k = num_speculative_tokens
-    branch_blocks = max_num_seqs * fanout_budget * (2 + k // block_size)
-    if kv_cache_tokens:
-        return -(-kv_cache_tokens // block_size) + branch_blocks + 1
-    per_row = -(-(max_len + k + 1) // block_size)
-    return max_num_seqs * per_row + branch_blocks + 1
-
-
 def build_engine(settings: SSDSettings, hello: P.Hello):
     import torch
 
-    from vllm_ssd.server.device.model_runner import DraftModelRunner
-    from vllm_ssd.server.engine import DraftEngine
+    from vllm_ssd.server.device.model_runner import ModelRunner
+    from vllm_ssd.server.engine import StepEngine
     from vllm_ssd.server.stats import ServerStats
 
     device = torch.device("cpu" if settings.draft_device == "auto" else settings.draft_device)
@@ -47,18 +34,35 @@ def build_engine(settings: SSDSettings, hello: P.Hello):
         torch.cuda.set_device(device)  # graphs capture on the current device's stream
     k = hello.num_speculative_tokens
     max_len = row_positions(hello.max_model_len, k)
-    num_blocks = draft_kv_blocks(hello.max_num_seqs, max_len, k, settings.block_size,
-                                 settings.fanout_budget, settings.kv_cache_tokens)
-    runner = DraftModelRunner(settings.draft_model, device, settings.draft_dtype, num_blocks,
+    sizing = kv_sizing(settings, hello, device, max_len)
+    runner = ModelRunner(settings.draft_model, device, settings.draft_dtype, sizing,
                               settings.block_size, max_len + k + 1,
                               dummy=settings.load_format == "dummy",
                               quantization=settings.draft_quantization,
-                              cpu_isa=settings.draft_cpu_isa)
+                              cpu_isa=settings.draft_cpu_isa,
+                              sim_ms_per_token=settings.sim_ms_per_token)
     if runner.arch.vocab_size != hello.target_vocab_size:
         raise ValueError(f"draft vocabulary {runner.arch.vocab_size} != target "
                          f"{hello.target_vocab_size}")
     stats = ServerStats(k, base=hello.stats_base)
-    return DraftEngine(settings, runner, k, hello.max_num_seqs, max_len, stats)
+    return StepEngine(settings, runner, k, hello.max_num_seqs, max_len, stats)
+
+
+def kv_sizing(settings: SSDSettings, hello: P.Hello, device, max_len: int):
+    """bytes per block -> blocks of the draft KV cache, from the budget (see ``kv.budget``),
+    with the free memory read now, before the draft's weights load."""
+    needed = budget.needed_blocks(hello.max_num_seqs, max_len, hello.num_speculative_tokens,
+                                  settings.block_size, settings.fanout_budget)
+    target_kv = budget.target_cpu_kv_bytes() if device.type == "cpu" else 0
+    default = budget.default_budget_bytes(device.type, budget.free_memory_bytes(device),
+                                          target_kv)
+
+    def blocks_for(bytes_per_block: int) -> int:
+        sizing = budget.size_kv_cache(needed, bytes_per_block, settings.block_size,
+                                      settings.kv_cache_gb, settings.kv_cache_tokens, default)
+        logger.info("%s", sizing.describe(settings.block_size))
+        return sizing.num_blocks
+    return blocks_for
 
 
 def place_process(device, cpus: str | None) -> None:

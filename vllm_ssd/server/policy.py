@@ -37,7 +37,7 @@ class SpeculationPolicy:
         self.max_drafts = max_drafts
         self.max_budget = max_budget
         self.backup_setting = backup
-        self.fixed_r = fanout_r is not None
+        self.fanout_r = fanout_r  # None: fitted to the observed misses
         self.acceptance = [AcceptanceEstimate(p) for p in (0.0, 0.7, 0.7, 0.2)]
         self.miss_law = PowerLawMissEstimate(fanout_r or 1.0, max_budget)
         self.p_hit = Ewma(0.5)
@@ -64,7 +64,7 @@ class SpeculationPolicy:
         settings, or fitted); c is kept below MAX_MISS_AT_ONE: the draft's top guess at a
         position hits at least sometimes, so one branch is never worthless."""
         r, c = self.miss_law.law()
-        return (self.miss_law.prior_r if self.fixed_r else r), min(c, MAX_MISS_AT_ONE)
+        return (r if self.fanout_r is None else self.fanout_r), min(c, MAX_MISS_AT_ONE)
 
     def observe_outcomes(self, sources: np.ndarray, num_accepted: np.ndarray,
                          num_proposed: np.ndarray, is_outcome: np.ndarray) -> None:

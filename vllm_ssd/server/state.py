@@ -50,10 +50,32 @@ class RequestTable:
     def release(self, slots: np.ndarray) -> None:
         """Frees the KV blocks of finished, aborted or preempted requests."""
         slots = slots[self.active[slots]]
+        self.evict(slots)
+        self.active[slots] = False
+
+    def evict(self, slots: np.ndarray) -> None:
+        """Gives back the KV blocks of still active rows: their KV is rebuilt from the
+        committed tokens (a catch-up) once they are admitted again."""
         self.blocks.free(self.block_tables[slots].ravel())
         self.block_tables[slots] = -1
         self.num_blocks[slots] = 0
-        self.active[slots] = False
+        self.path_cached[slots] = 0
+
+    def admit(self, slots: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+        """Which rows (``wanted`` [R] of ``slots``) get KV for this round: blocks for their
+        committed tokens, K drafts and one more, while free blocks last. Rows needing no new
+        block come first, then rows that hold blocks, then the rest. A wanted row that does
+        not fit gives its blocks back. Returns the admitted mask [R]."""
+        positions = self.num_tokens[slots] + self.max_drafts + 1
+        need = np.maximum(self.blocks.blocks_needed(positions) - self.num_blocks[slots], 0)
+        need = np.where(wanted, need, 0)
+        order = np.lexsort((np.arange(len(slots)), self.num_blocks[slots] == 0, need > 0))
+        fits = np.zeros(len(slots), dtype=bool)
+        fits[order] = np.cumsum(need[order]) <= self.blocks.num_free
+        admitted = wanted & fits
+        self.evict(slots[wanted & ~fits])
+        self.ensure_blocks(slots[admitted], positions[admitted])
+        return admitted
 
     def apply_deltas(self, slots: np.ndarray, delta_lens: np.ndarray, flat: np.ndarray,
                      is_step_delta: np.ndarray) -> Outcomes:

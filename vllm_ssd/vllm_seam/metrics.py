@@ -34,6 +34,8 @@ COUNTERS = (
      "(malformed, inconsistent, or from another peer)"),
     ("vllm:ssd_foreign_frames", "foreign_frames", "", "Dropped frames that came from a peer "
      "other than the proposer"),
+    ("vllm:ssd_rows_without_kv", "rows_without_kv", "", "Rows decoded without drafts because "
+     "the draft's KV cache was full (admitted again as blocks free up)"),
     ("vllm:ssd_accepted_length", "accepted_length", "k", "Rounds by number of accepted drafts"),
     ("vllm:ssd_accepted_per_position", "accepted_per_pos", "position", "Accepted drafts per position"),
     ("vllm:ssd_proposed_per_position", "proposed_per_pos", "position", "Proposed drafts per position"),

@@ -30,7 +30,7 @@ class CapturedGraph:
     padding_slots: torch.Tensor  # [T] KV slots of padding tokens: block 0, token % block size
 
 
-class CudaGraphRunner:
+class CudaGraphs:
     def __init__(self, model, kv_cache: torch.Tensor, max_rows: dict[int, int],
                  max_blocks: int, max_context: int):
         """max_rows: query length -> most rows a batch of that query length can have."""

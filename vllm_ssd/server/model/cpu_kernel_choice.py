@@ -69,6 +69,8 @@ def candidates(dtypes: list[torch.dtype], quantization: str, isa: CpuIsa) -> lis
         for kind in kinds:
             if kind == "amx_int8" and (isa.tier != "amx" or dtype != torch.bfloat16):
                 continue
+            if kind == "onednn_int8" and not isa.exact_int8:
+                continue  # no VNNI: saturating 16-bit sums (see CpuIsa.exact_int8)
             if kind == "onednn" and dtype == torch.bfloat16 and not isa.fast_bf16:
                 continue  # oneDNN has no bfloat16 matmul without bf16 hardware
             found.append(Candidate(dtype, kind))
@@ -113,8 +115,10 @@ def choose_cpu_kernels(isa: CpuIsa, checkpoint_dtype: str, requested_dtype: str,
     if not timings:
         if quantization == "int8":
             raise SSDConfigError(
-                f"vllm_ssd: unusable SSD setting 'draft_quantization' = 'int8': no int8 GEMM "
-                f"runs on this CPU ({isa.model_name}, {isa.tier}) with this vLLM build")
+                f"vllm_ssd: unusable SSD setting 'draft_quantization' = 'int8': no exact int8 "
+                f"GEMM runs on this CPU ({isa.model_name}, tier {isa.tier}, VNNI "
+                f"{'yes' if isa.exact_int8 else 'no'}) with this vLLM build; use 'auto' or "
+                f"'none'")
         return CpuKernelPlan(isa, dtypes[0], "torch")  # PyTorch itself always runs
     best = min(timings, key=timings.get)
     floats = {c: ms for c, ms in timings.items() if c.linear in FLOAT_KINDS}

@@ -9,13 +9,13 @@ import torch
 
 from vllm_ssd.saguaro.sampling import sample_draft_tokens
 from vllm_ssd.server.device.device_clock import DeviceClock, to_device
-from vllm_ssd.server.device.model_runner import DraftModelRunner
+from vllm_ssd.server.device.model_runner import ModelRunner
 from vllm_ssd.server.state import RequestTable
 from vllm_ssd.server.segments import segment_offsets
 
 
-class Drafter:
-    def __init__(self, runner: DraftModelRunner, saguaro_c: float, seed: int,
+class DraftPasses:
+    def __init__(self, runner: ModelRunner, saguaro_c: float, seed: int,
                  pad_queries: bool = False):
         """pad_queries: right-pad short extend passes to one query length, so that mixed
         glue passes replay a CUDA graph. Exact: causal attention keeps padding tokens out

@@ -80,6 +80,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--resume", action="store_true",
                         help="keep the configurations a stopped run with the same --out and "
                              "--tag finished (its offline<tag>.partial.json)")
+    parser.add_argument("--timings", metavar="TSV",
+                        help="append one line per engine: name, seconds, where they went "
+                             "(scripts/demo.sh's summary)")
     parser.add_argument("--merge", nargs="+", metavar="JSON",
                         help="no runs: rebuild the report from the raw rows of these result "
                              "files (later files replace the same configurations)")
@@ -110,9 +113,9 @@ def configs(args) -> list[dict]:
     return out
 
 
-def run(config: dict, log_path: Path, machine: dict, progress: str) -> list[dict]:
+def run(config: dict, log_path: Path, machine: dict, progress: str) -> tuple[list[dict], dict]:
     """One configuration in its own process (its output in ``log_path``, its progress
-    lines logged); its rows, labelled with the machine's CPU."""
+    lines logged); its rows, labelled with the machine's CPU, and where its time went."""
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp, open(log_path, "w", buffering=1) as log:
         spec, out = Path(tmp) / "spec.json", Path(tmp) / "out.json"
@@ -126,8 +129,33 @@ def run(config: dict, log_path: Path, machine: dict, progress: str) -> list[dict
                             time.monotonic() - started)
         if child.wait() != 0:
             raise RuntimeError(f"{progress} failed (exit {child.returncode}); see {log_path}")
-        return [{**entry, "cpu_isa": machine["cpu_isa"], "cpu_model": machine["cpu_model"]}
-                for entry in json.loads(out.read_text())]
+        result = json.loads(out.read_text())
+    timing = engine_timing(config, time.monotonic() - started, result["phases"])
+    logger.info("%s done in %s", progress, timing["text"])
+    return [{**entry, "cpu_isa": machine["cpu_isa"], "cpu_model": machine["cpu_model"]}
+            for entry in result["rows"]], timing
+
+
+def engine_timing(config: dict, seconds: float, phases: list) -> dict:
+    """One engine's wall time and its phases (engine start, warm-up, each row; the rest is
+    the process's start, imports and shutdown)."""
+    rest = seconds - sum(s for _, s in phases)
+    parts = [f"{name} {s:.0f} s" for name, s in phases] + [f"process start and exit {rest:.0f} s"]
+    return {"engine": f"{config['method']} ({config['placement']})", "seconds": seconds,
+            "phases": phases, "text": f"{seconds:.0f} s: " + ", ".join(parts)}
+
+
+def where_the_time_went(timings: list[dict], total_s: float, path: str | None) -> None:
+    """Logs each engine's time (and appends them to ``path``, a TSV, if given)."""
+    logger.info("where the time went (%.0f s in all):", total_s)
+    for timing in timings:
+        logger.info("  %s: %s", timing["engine"], timing["text"])
+    logger.info("  between engines: %.0f s", total_s - sum(t["seconds"] for t in timings))
+    if path:
+        with open(path, "a") as handle:
+            for timing in timings:
+                detail = timing["text"].partition(": ")[2]
+                handle.write(f"{timing['engine']}\t{timing['seconds']:.0f}\t{detail}\n")
 
 
 def merged_raw(paths: list[str]) -> tuple[list[dict], list[dict]]:
@@ -144,10 +172,10 @@ def merged_raw(paths: list[str]) -> tuple[list[dict], list[dict]]:
     return list(merged.values()), sources
 
 
-def run_all(args, record: dict, log_dir: Path, partial: Path) -> list[dict]:
-    """Every configuration, one engine each; after each one its rows are added to
-    ``partial``, so a stopped run loses one configuration at most (``--resume`` skips the
-    configurations ``partial`` already holds)."""
+def run_all(args, record: dict, log_dir: Path, partial: Path, timings: list) -> list[dict]:
+    """Every configuration, one engine each (each one's time added to ``timings``); after
+    each one its rows are added to ``partial``, so a stopped run loses one configuration at
+    most (``--resume`` skips the configurations ``partial`` already holds)."""
     runs = configs(args)
     record["settings"]["configurations"] = [
         {k: v for k, v in config.items() if k != "prompts"} for config in runs]
@@ -161,7 +189,10 @@ def run_all(args, record: dict, log_dir: Path, partial: Path) -> list[dict]:
             logger.info("%s kept from %s", progress, partial)
             continue
         logger.info("%s starting its engine (log: %s)", progress, log_dir / f"{name}.log")
-        raw.extend(run(config, log_dir / f"{name}.log", record, progress))
+        rows, timing = run(config, log_dir / f"{name}.log", record, progress)
+        raw.extend(rows)
+        record.setdefault("timings", []).append({k: v for k, v in timing.items() if k != "text"})
+        timings.append(timing)
         partial.write_text(json.dumps({"provenance": record, "raw": raw}, indent=1))
     return raw
 
@@ -174,10 +205,14 @@ def main() -> None:
     log_dir.mkdir(parents=True, exist_ok=True)
     tag = f"-{args.tag}" if args.tag else ""
     record = provenance(vars(args))
+    started, timings = time.monotonic(), []
     if args.merge:
         raw, record["sources"] = merged_raw(args.merge)
     else:
-        raw = run_all(args, record, log_dir, out_dir / f"offline{tag}.partial.json")
+        try:
+            raw = run_all(args, record, log_dir, out_dir / f"offline{tag}.partial.json", timings)
+        finally:  # a failed engine still shows where the time went
+            where_the_time_went(timings, time.monotonic() - started, args.timings)
     rows = add_comparisons([row_metrics(r) for r in raw])
     (out_dir / f"offline{tag}.json").write_text(json.dumps(
         {"provenance": record, "rows": rows, "raw": raw}, indent=1))

@@ -60,6 +60,7 @@ def main() -> None:
         _cap_this_process(args.cpu_isa)
     import torch
 
+    from vllm_ssd.server.device.cuda_graphs import graph_rows
     from vllm_ssd.server.device.model_runner import ModelRunner
 
     device = torch.device(args.device)
@@ -72,7 +73,8 @@ def main() -> None:
                               quantization=args.quantization, cpu_isa=args.cpu_isa)
     rows_list = (1, 2, 4, 8, 16, 64) if device.type == "cuda" else (1, 2, 4, 6, 8, 16)
     if device.type == "cuda":
-        runner.capture_graphs({1: max(rows_list), 5: 8}, max_blocks=64)
+        # the engine's graphs: decode steps and every glue length 2 .. K + 1 (K = 4)
+        runner.capture_graphs({**graph_rows(8, 8, 4), 1: max(rows_list)}, max_blocks=64)
     context = 300  # tokens of prompt + output already in the KV cache
     tables = np.arange(64 * 64).reshape(64, 64)
     ids = np.random.default_rng(0).integers(100, 50000, size=context)
@@ -86,7 +88,7 @@ def main() -> None:
         batch = runner.make_batch(ids[:rows], np.ones(rows, dtype=np.int64),
                                   np.full(rows, context), tables[:rows], np.arange(rows))
         out["decode_ms_by_rows"][rows] = timed(lambda: runner.run(batch), sync)
-    for query in (2, 3, 5):
+    for query in (1, 2, 3, 4, 5):
         batch = runner.make_batch(ids[:query], np.array([query]), np.array([context]),
                                   tables[:1], np.arange(query))
         out["glue_ms_by_query_len"][query] = timed(lambda: runner.run(batch), sync)

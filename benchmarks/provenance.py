@@ -45,15 +45,21 @@ def cpu_info(path: str = "/proc/cpuinfo") -> dict:
             "cpu_count": os.cpu_count(), "machine": platform.machine()}
 
 
-def git_state() -> dict:
+def git_state(repo: Path = REPO) -> dict:
+    """The checkout's commit and dirty flag; both None (and ``commit_note`` says why) where
+    ``repo`` is not itself a git checkout (a copied tree, as on the GPU machine: git would
+    otherwise report whatever repository encloses the copy)."""
     def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True,
+        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True,
                               text=True, check=True).stdout.strip()
+    if not (repo / ".git").exists():
+        return {"commit": None, "dirty": None,
+                "commit_note": f"{repo} is not a git checkout (a copied tree)"}
     try:
         return {"commit": git("rev-parse", "HEAD"),
                 "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
-    except (OSError, subprocess.CalledProcessError):
-        return {"commit": None, "dirty": None}
+    except (OSError, subprocess.CalledProcessError) as error:
+        return {"commit": None, "dirty": None, "commit_note": f"git failed: {error}"}
 
 
 def versions() -> dict:
@@ -68,9 +74,12 @@ def versions() -> dict:
             "vllm": f"{vllm[0]} {vllm[1]}" if vllm[0] else None}
 
 
-def gpu_names() -> list[str]:
-    """Names of the visible CUDA GPUs (none when torch is not imported or sees none)."""
+def gpu_names(import_torch: bool = False) -> list[str]:
+    """Names of the visible CUDA GPUs (none when torch sees none, or is not imported and
+    ``import_torch`` is False)."""
     torch = sys.modules.get("torch")
+    if torch is None and import_torch:
+        import torch
     if torch is None or not torch.cuda.is_available():
         return []
     return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
@@ -81,7 +90,7 @@ def provenance(settings: dict, device: str = "cpu") -> dict:
     ``device`` where it ran ("cpu" or "cuda..."; ``device_name`` names it)."""
     record = {"created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               **git_state(), **versions(), **cpu_info(), "device": device}
-    gpus = gpu_names()
+    gpus = gpu_names(import_torch=device.startswith("cuda"))
     record["device_name"] = gpus[0] if device.startswith("cuda") and gpus else record["cpu_model"]
     if gpus:
         record["gpus"] = gpus

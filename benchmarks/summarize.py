@@ -4,6 +4,12 @@ from __future__ import annotations
 import numpy as np
 
 from vllm_ssd.saguaro.speed_model import batch_throughput
+from vllm_ssd.vllm_seam.metrics import summary
+
+# get_ssd_metrics adds rates derived from the counters: they are not counters, never diffed
+RATES = frozenset(summary({}))
+GAUGES = frozenset({"stood_aside"})  # a state (1.0 once speculation stood aside for good)
+PLANS = {"ssd": "ssd", "ssd_sd": "sd"}  # an SSD method -> the plan its engine runs
 
 
 def _diff(after: dict, before: dict, name: str):
@@ -15,13 +21,32 @@ def _diff(after: dict, before: dict, name: str):
     return a - (b or 0)
 
 
-def _ssd_diff(batches: list[dict]) -> dict:
-    total: dict[str, float] = {}
-    for batch in batches:
-        after, before = batch["after"].get("ssd", {}), batch["before"].get("ssd", {})
-        for key, value in after.items():
-            if "." not in key and isinstance(value, (int, float)):
-                total[key] = total.get(key, 0.0) + value - before.get(key, 0.0)
+def ssd_delta(before: dict | None, after: dict | None) -> dict[str, float] | None:
+    """One batch's SSD counters, after − before (scalars only: not the derived rates, the
+    gauges or the per-position vectors); None where either reading is missing (the draft
+    server did not answer)."""
+    if before is None or after is None:
+        return None
+    return {key: value - before.get(key, 0.0) for key, value in after.items()
+            if "." not in key and key not in RATES | GAUGES and isinstance(value, (int, float))}
+
+
+def _ssd_diff(batches: list[dict]) -> dict[str, float]:
+    """The SSD counters over ``batches`` ({} for an engine without SSD); ``stood_aside``:
+    1.0 where speculation had stood aside by the end; ``unread_batches``: batches left out
+    because a reading is missing."""
+    ssd = [b for b in batches if "ssd" in b["after"]]
+    if not ssd:
+        return {}
+    total: dict[str, float] = {"unread_batches": 0.0}
+    for batch in ssd:
+        delta = ssd_delta(batch["before"].get("ssd"), batch["after"]["ssd"])
+        if delta is None:
+            total["unread_batches"] += 1
+            continue
+        for key, value in delta.items():
+            total[key] = total.get(key, 0.0) + value
+    total["stood_aside"] = max((b["after"]["ssd"] or {}).get("stood_aside", 0.0) for b in ssd)
     return total
 
 
@@ -42,22 +67,26 @@ def row_metrics(row: dict) -> dict:
         "ttft_p50_ms": 1000 * float(np.percentile([r["ttft"] for r in requests], 50)),
     })
     out.update(_spec_metrics(row["batches"]))
-    out.update(_ssd_metrics(_ssd_diff(row["batches"])))
+    out.update(_ssd_metrics(_ssd_diff(row["batches"]), row["method"]))
     if row["batch_size"] == 1:
-        out["per_dataset"] = _per_dataset(row["batches"])
+        out["per_dataset"] = per_dataset(row["batches"], row["method"])
     return out
 
 
-def _per_dataset(batches: list[dict]) -> dict:
-    """Batch size 1: each batch is one prompt; acceptance and hit rate by dataset."""
+DATASET_KEYS = ("mean_accepted_length", "hit_rate", "plan", "no_speculation_share")
+
+
+def per_dataset(batches: list[dict], method: str) -> dict[str, dict]:
+    """Batch size 1: each batch is one prompt; acceptance, hit rate and SSD's plan by
+    dataset (a rate only where it was measured: no drafts, no accepted length)."""
     groups: dict[str, list[dict]] = {}
     for batch in batches:
         groups.setdefault(batch["datasets"][0], []).append(batch)
     out = {}
     for name, group in groups.items():
         metrics = _spec_metrics(group)
-        metrics.update(_ssd_metrics(_ssd_diff(group)))
-        out[name] = {k: metrics[k] for k in ("mean_accepted_length", "hit_rate") if k in metrics}
+        metrics.update(_ssd_metrics(_ssd_diff(group), method))
+        out[name] = {k: metrics[k] for k in DATASET_KEYS if k in metrics}
     return out
 
 
@@ -77,23 +106,38 @@ def _spec_metrics(batches: list[dict]) -> dict:
             "per_position_acceptance": [x / drafts for x in (per_pos or [])]}
 
 
-def _ssd_metrics(s: dict) -> dict:
-    if not s.get("steps"):
+def _ssd_metrics(s: dict, method: str) -> dict:
+    """From the draft server's counters (``_ssd_diff``): the plan that ran, the share of
+    steps without speculation, and the rates measured; a rate whose denominator is zero
+    (no lookup, no outcome) is left out rather than reported as 0."""
+    if not s:
         return {}
     def ratio(a, b):
         return s.get(a, 0.0) / s[b] if s.get(b) else 0.0
+    out = {"plan": "stood aside" if s.get("stood_aside") else PLANS.get(method, method),
+           "rows_without_kv": s.get("rows_without_kv", 0.0)}
+    out.update({key: s[key] for key in ("unread_batches",) if s.get(key)})
+    if s.get("steps"):
+        out["no_speculation_share"] = ratio("steps_without_speculation", "steps")
+    if s.get("outcomes"):  # 1 + accepted drafts per verified round, as vLLM's counters
+        out["mean_accepted_length"] = 1 + ratio("accepted_tokens", "outcomes")
+    if s.get("lookups"):
+        out["hit_rate"] = ratio("hits", "lookups")
+    if not s.get("steps"):
+        return out
+    if s.get("build_rounds"):  # mode sd builds no cache
+        out.update({"t_p_over_t_v": ratio("build_fraction_sum", "build_rounds"),
+                    "branches_per_round": ratio("branches", "build_rounds"),
+                    "branch_depth": ratio("branch_depth_sum", "build_rounds")})
     neural_steps = s.get("backup_neural_steps", 0.0)
-    return {
-        "hit_rate": ratio("hits", "lookups"),
-        "t_p_over_t_v": ratio("build_fraction_sum", "build_rounds"),
-        "branches_per_round": ratio("branches", "build_rounds"),
-        "branch_depth": ratio("branch_depth_sum", "build_rounds"),
+    out.update({
         "backup_neural_rows": s.get("backup_neural_rows", 0.0),
         "backup_ngram_rows": s.get("backup_ngram_rows", 0.0),
         "backup_neural_ms": 1000 * s.get("backup_neural_seconds", 0.0) / neural_steps if neural_steps else 0.0,
         "e_hit": 1 + ratio("accepted_after_hit", "outcomes_after_hit"),
         "e_miss": 1 + ratio("accepted_after_backup", "outcomes_after_backup"),
-    }
+    })
+    return out
 
 
 def add_comparisons(rows: list[dict]) -> list[dict]:
@@ -118,7 +162,7 @@ def add_comparisons(rows: list[dict]) -> list[dict]:
             if base:
                 row[f"speedup_vs_{name}"] = row["decode_tok_s"] / base["decode_tok_s"]
         plain_1 = find("plain", "1 core", row)
-        if row["method"] == "ssd" and plain_1 and "hit_rate" in row:
+        if row["method"] == "ssd" and plain_1 and "hit_rate" in row and "t_p_over_t_v" in row:
             step_ms = 1000 * row["batch_size"] / plain_1["decode_tok_s"]  # one target step
             t_b = row["backup_neural_ms"] / step_ms
             factor = batch_throughput(row["batch_size"], row["hit_rate"], row["e_hit"],

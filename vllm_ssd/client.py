@@ -73,9 +73,12 @@ class DraftClient:
         self.sequence = count()
         self.awaiting_hello = False
         self.last_heard = 0.0  # time.monotonic() of the server's last message
-        # <runtime dir>/draft-*.addr (0600): the current server's socket path and stats key,
-        # one file for the client's lifetime (metrics readers track a client's servers by it)
+        # <runtime dir>/draft-*.addr (0600), one for the client's lifetime: metrics readers
+        # find the current server by it, and the restarts while none answers
         self.address_file: str | None = None
+        # failed servers replaced so far, as the proposer counts them: in every handshake's
+        # base (no server reports fewer) and in the address file
+        self.restarts = 0
 
     def start(self, wait: bool = True) -> None:
         """Spawns the server and sends the handshake; with ``wait`` blocks for its reply."""
@@ -83,17 +86,28 @@ class DraftClient:
         name, path, short_dir = new_socket_path(self.settings)
         token, stats_key = secrets.token_hex(16), secrets.token_hex(16)
         self.address_file = self.address_file or name + ".addr"
-        write_private(self.address_file, f"{path}\n{stats_key}\n")
+        self._publish_address(path, stats_key)
         self.server = ServerProcess(self._spawn(path, token, stats_key), path, short_dir,
                                     started_at=time.monotonic())
         self.socket = self.context.socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.IDENTITY, secrets.token_bytes(16))
         self.socket.connect(f"ipc://{path}")
-        self.socket.send(P.encode(msgspec.structs.replace(self.hello, token=token)))
+        base = self.hello.stats_base
+        base = {**base, "restarts": max(base.get("restarts", 0.0), float(self.restarts))}
+        self.socket.send(P.encode(msgspec.structs.replace(self.hello, token=token,
+                                                          stats_base=base)))
         self.awaiting_hello = True
         if wait:
             self._finish_handshake(self.settings.startup_timeout_s)
+
+    def _publish_address(self, path: str, stats_key: str) -> None:
+        """The address file: socket path and stats key ("" while no server runs), restarts."""
+        try:
+            if self.address_file:
+                write_private(self.address_file, f"{path}\n{stats_key}\nrestarts {self.restarts}\n")
+        except OSError as error:  # metrics only: never a reason to fail a step
+            logger.warning("vllm_ssd: cannot write %s: %s", self.address_file, error)
 
     def _spawn(self, path: str, token: str, stats_key: str) -> subprocess.Popen:
         env = {k: v for k, v in os.environ.items() if k not in _THREAD_ENV}
@@ -236,7 +250,7 @@ class DraftClient:
     def close_server(self, graceful: bool = False) -> None:
         """Stops the server process: a Shutdown message, then (at once, or after a short
         wait when ``graceful``) SIGKILL, reaped off this thread; removes its socket (the
-        address file stays, to name the next server, until ``close``)."""
+        address file stays, naming no server but the restarts, until ``close``)."""
         if self.socket is not None and self.server is not None:
             try:
                 self.socket.send(P.encode(P.Shutdown()), zmq.NOBLOCK)
@@ -251,11 +265,13 @@ class DraftClient:
         if self.socket is not None:
             self.socket.close()
         self.socket, self.server, self.awaiting_hello = None, None, False
+        self._publish_address("", "")
 
     def close(self) -> None:
+        address, self.address_file = self.address_file, None  # readers stop counting us
+        if address and os.path.exists(address):
+            os.unlink(address)
         self.close_server(graceful=True)
-        if self.address_file and os.path.exists(self.address_file):
-            os.unlink(self.address_file)
         self.context.term()
 
 

@@ -25,6 +25,8 @@ class Hello(msgspec.Struct, tag="hello"):
     max_model_len: int
     max_num_seqs: int
     stats_base: dict[str, float] = {}  # counters carried over from a crashed server
+    core_gain: float = 1.0  # the target's cores would grow this many times with the
+    # draft's (a CPU draft on cores of its own); weighs the stand-aside verdict
 
 
 class HelloReply(msgspec.Struct, tag="hello_reply"):
@@ -68,6 +70,9 @@ class StepReply(msgspec.Struct, tag="step_reply"):
     # the next quiet_steps steps get no drafts: the proposer sends their outcomes with
     # wants_reply=False and does not wait (speculation switched off costs no round trip)
     quiet_steps: int = 0
+    # non-empty: speculation stands aside for good (the measured reason); the proposer
+    # sends no more steps and gives the target the draft's cores
+    stand_aside: str = ""
 
 
 class StatsRequest(msgspec.Struct, tag="stats"):

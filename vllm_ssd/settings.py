@@ -8,6 +8,7 @@ setting and where it came from.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -64,6 +65,8 @@ class SSDSettings(BaseModel):
     sim_hit_rate: float | None = Field(None, ge=0, le=1)  # benchmarks only: simulated hits
     sim_ms_per_token: float = Field(0.0, ge=0)  # tests and benchmarks only: each draft
     # forward also sleeps this long per token it runs (a slower draft device)
+    stand_aside: bool = True  # stop speculating for good where it measures a loss even
+    # counting the cores the target gets back from a CPU draft (which it then gets)
     log_interval_s: float = Field(10.0, ge=0)  # periodic SSD metrics log line; 0 = off
     seed: int = 0  # draft sampling seed
     load_format: Literal["auto", "dummy"] = "auto"  # internal: follows vLLM's load_format
@@ -83,6 +86,12 @@ class SSDSettings(BaseModel):
 
     def on_gpu(self) -> bool:
         return self.draft_device.startswith("cuda")
+
+    def draft_cpu_list(self) -> list[int]:
+        """The CPU draft server's cores: ``draft_cpus``, else the machine's last CPU."""
+        if self.draft_cpus:
+            return parse_cpu_list(self.draft_cpus)
+        return [(os.cpu_count() or 1) - 1]
 
     def busy_poll_seconds(self) -> float:
         if self.busy_poll_ms is not None:

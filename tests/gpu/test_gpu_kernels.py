@@ -61,3 +61,30 @@ def test_graph_steps_give_the_logits_of_eager_unfused_steps(tiny):
     for logits in (eager, graph):
         assert torch.allclose(logits, eager_unfused, atol=5e-2, rtol=5e-2)
         assert torch.equal(logits.argmax(-1), eager_unfused.argmax(-1))
+
+
+def test_every_glue_length_replays_a_graph(tiny):
+    """A glue pass after k accepted drafts runs k + 1 tokens (1 .. K + 1): each length
+    replays a CUDA graph (no eager forward), for one row and for several."""
+    from vllm_ssd.server.device.cuda_graphs import graph_rows
+    from vllm_ssd.server.device.model_runner import ModelRunner
+
+    k, max_slots = 4, 4
+    runner = ModelRunner(str(tiny["draft_hd64"]), torch.device("cuda"), "bfloat16",
+                         num_blocks=128, block_size=16, max_positions=256, dummy=False)
+    runner.capture_graphs(graph_rows(max_slots, 2, k), max_blocks=8)
+    replays, run_graph = [], runner.graphs.run
+
+    def counted(batch):
+        logits = run_graph(batch)
+        replays.append(logits is not None)
+        return logits
+    runner.graphs.run = counted
+    ids = np.random.default_rng(0).integers(4, 500, size=64)
+    tables = 1 + np.arange(max_slots * 8).reshape(max_slots, 8)
+    for query_len in range(1, k + 2):
+        for rows in (1, 3):
+            runner.run(runner.make_batch(ids[:rows * query_len], np.full(rows, query_len),
+                                         np.full(rows, 40), tables[:rows],
+                                         np.arange(rows * query_len)))
+    assert replays == [True] * (2 * (k + 1))

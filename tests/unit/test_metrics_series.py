@@ -21,7 +21,8 @@ def test_series_stay_present_and_monotonic_through_a_restart():
     scrapes = [scrape(collector) for _ in range(4)]
     names = set(scrapes[0])
     assert {"vllm:ssd_cache_lookups_total", "vllm:ssd_deadline_misses_total",
-            "vllm:ssd_rejected_frames_total", "vllm:ssd_foreign_frames_total"} <= names
+            "vllm:ssd_rejected_frames_total", "vllm:ssd_foreign_frames_total",
+            "vllm:ssd_rows_without_kv_total", "vllm:ssd_stood_aside"} <= names
     for later in scrapes[1:]:
         assert set(later) == names
     for name in names - {"vllm:ssd_cache_hit_rate", "vllm:ssd_build_fraction"}:

@@ -14,8 +14,9 @@ from vllm_ssd.vllm_seam.tracker import RequestTracker
 class FakeClient:
     """Answers awaited steps with one draft per row and a promise of ``quiet`` steps."""
 
-    def __init__(self, quiet: int):
+    def __init__(self, quiet: int, stand_aside: str = ""):
         self.quiet = quiet
+        self.stand_aside = stand_aside
         self.calls: list[str] = []
         self.target_steps: list[float] = []
         self.server = object()
@@ -29,7 +30,8 @@ class FakeClient:
         rows = len(P.unpack(request.slots))
         return P.StepReply(seq=request.seq, num_drafts=P.pack(np.ones(rows)),
                            draft_tokens=P.pack(np.full(rows, 9)),
-                           is_hit=P.pack(np.ones(rows), np.uint8), quiet_steps=self.quiet)
+                           is_hit=P.pack(np.ones(rows), np.uint8), quiet_steps=self.quiet,
+                           stand_aside=self.stand_aside)
 
     def notify(self, request: P.StepRequest) -> None:
         self.calls.append("notify")
@@ -46,7 +48,8 @@ def make_proposer(client) -> SSDProposer:
     proposer.max_model_len, proposer.num_speculative_tokens = 512, 4
     proposer.stats_logger = StatsLogger(0)
     proposer.last_stats, proposer.last_return, proposer.last_round_trip_s = {}, 0.0, 0.0
-    proposer.quiet_steps, proposer.settings = 0, SSDSettings()
+    proposer.quiet_steps, proposer.settings = 0, SSDSettings(draft_device="cpu", draft_cpus="1")
+    proposer.stood_aside = False
     proposer._init_fault_handling()
     return proposer
 
@@ -100,3 +103,17 @@ def test_counters_come_with_a_reply_only_when_asked():
     proposer.stats_logger = StatsLogger(1e-9)  # a log line due: the next reply brings them
     proposer.propose([[7]], np.array([100]), tokens)
     assert client.asked[-1] is True
+
+
+def test_a_server_that_stands_aside_gets_no_more_steps_and_gives_its_cores(monkeypatch):
+    from vllm_ssd.vllm_seam import proposer as proposer_module
+
+    given = []
+    monkeypatch.setattr(proposer_module, "give_cores_to_target",
+                        lambda cpus: given.append(cpus) or "the target now runs on CPUs [0, 1]")
+    client = FakeClient(quiet=0, stand_aside="rounds with drafts made 1.57 tokens/s ...")
+    proposer = make_proposer(client)
+    tokens = np.zeros((1, 64), dtype=np.int32)
+    drafts = [proposer.propose([[7]], np.array([4 + i]), tokens) for i in range(3)]
+    assert client.calls == ["step"] and given == [[1]]
+    assert drafts == [[[9]], [[]], [[]]]  # the drafts of that last reply are still used

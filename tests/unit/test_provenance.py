@@ -29,3 +29,22 @@ def test_record_names_code_software_machine_and_settings():
     assert record["cpu_isa"] in ("avx2", "avx512", "amx")
     assert record["device"] == "cpu" and record["device_name"] == record["cpu_model"]
     assert record["settings"] == {"batch_sizes": [1, 8]}
+
+
+def test_a_copied_tree_records_no_commit_and_says_why(tmp_path):
+    """Inside another repository a copied tree must not report that repository's commit."""
+    from benchmarks.provenance import git_state
+
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    state = git_state(copy)
+    assert state["commit"] is None and state["dirty"] is None
+    assert "not a git checkout" in state["commit_note"]
+
+
+def test_a_cuda_run_names_the_gpu_not_the_cpu(monkeypatch):
+    from benchmarks import provenance as module
+
+    monkeypatch.setattr(module, "gpu_names", lambda import_torch=False:
+                        ["NVIDIA H200"] if import_torch else [])
+    assert module.provenance({}, "cuda:0")["device_name"] == "NVIDIA H200"

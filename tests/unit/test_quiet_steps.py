@@ -4,7 +4,7 @@ import numpy as np
 
 from vllm_ssd import protocol as P
 from vllm_ssd.server.factory import build_engine
-from vllm_ssd.server.switch import (CLEAR_EXPLORE_EVERY, EXPLORE_EVERY, EXPLORE_STEPS,
+from vllm_ssd.server.switch import (CLEAR_EXPLORE_EVERY, EXPLORE_EVERY, EXPLORE_STEPS, FIRST_WINDOW,
                                     MAX_QUIET_STEPS, exploration_period)
 from vllm_ssd.settings import SSDSettings
 
@@ -39,8 +39,9 @@ def test_speculation_off_promises_quiet_steps_until_the_next_window(tiny):
     MAX_QUIET_STEPS, or up to the step before the next exploration window), never covers
     a window, and the window speculates."""
     replies = run_steps(make_engine(tiny, pays=False), 2 * EXPLORE_EVERY)
-    windows = [range(start, start + EXPLORE_STEPS)
-               for start in range(EXPLORE_EVERY, len(replies), EXPLORE_EVERY)]
+    windows = [range(FIRST_WINDOW, FIRST_WINDOW + EXPLORE_STEPS)] + [  # unmeasured: early
+        range(start, start + EXPLORE_STEPS)
+        for start in range(EXPLORE_EVERY, len(replies), EXPLORE_EVERY)]
     in_window = {index for window in windows for index in window}
     promised: set[int] = set()
     for index, (num_drafts, quiet) in enumerate(replies):
@@ -58,19 +59,23 @@ def test_speculation_off_promises_quiet_steps_until_the_next_window(tiny):
     for window in windows:
         assert sum(replies[i][0] for i in window) > 0, "an exploration window speculates"
     # the proposer awaits a reply on at most one step in MAX_QUIET_STEPS + 1 while off
-    awaited = [i for i in range(EXPLORE_EVERY) if i not in promised]
-    assert len(awaited) <= -(-EXPLORE_EVERY // (MAX_QUIET_STEPS + 1))
+    awaited = [i for i in range(EXPLORE_EVERY) if i not in promised | in_window]
+    assert len(awaited) <= -(-EXPLORE_EVERY // (MAX_QUIET_STEPS + 1)) + 1
 
 
 def test_speculation_on_explores_off_quietly(tiny):
     """The off-window of speculation that pays is quiet too: its first reply promises the
     rest of the window, and drafts come back right after it."""
     replies = run_steps(make_engine(tiny, pays=True), EXPLORE_EVERY + EXPLORE_STEPS + 2)
-    window = range(EXPLORE_EVERY, EXPLORE_EVERY + EXPLORE_STEPS)
+    early = range(FIRST_WINDOW, FIRST_WINDOW + EXPLORE_STEPS)  # while unmeasured
+    window = [*early, *range(EXPLORE_EVERY, EXPLORE_EVERY + EXPLORE_STEPS)]
     assert replies[EXPLORE_EVERY][1] == EXPLORE_STEPS - 1
+    assert replies[FIRST_WINDOW][1] == EXPLORE_STEPS - 1
     assert all(quiet == 0 for index, (_, quiet) in enumerate(replies) if index not in window)
     assert all(replies[i][0] == 0 for i in window)  # exploring the other way: no drafts
-    assert all(replies[i][0] > 0 for i in range(2, EXPLORE_EVERY))
+    after_early = FIRST_WINDOW + EXPLORE_STEPS  # no cache was built in the window
+    assert all(replies[i][0] > 0 for i in range(2, EXPLORE_EVERY)
+               if i not in window and i != after_early)
     assert replies[EXPLORE_EVERY + EXPLORE_STEPS + 1][0] > 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from functools import partial
 from typing import Callable
 
@@ -14,6 +15,7 @@ from vllm_ssd.server.kv.block_manager import BlockManager, OutOfBlocks
 from vllm_ssd.server.kv.budget import fit_fanout
 from vllm_ssd.server.builder import CacheBuilder
 from vllm_ssd.server.draft_passes import DraftPasses
+from vllm_ssd.server.device.cuda_graphs import graph_rows
 from vllm_ssd.server.device.model_runner import ModelRunner
 from vllm_ssd.server.ngram import ngram_drafts
 from vllm_ssd.server.prefill_pacer import PrefillPacer
@@ -23,7 +25,7 @@ from vllm_ssd.server.modes import MODES
 from vllm_ssd.server.spec_cache import SpeculationCache
 from vllm_ssd.server.state import RequestTable
 from vllm_ssd.server.stats import ServerStats
-from vllm_ssd.server.switch import SwitchState, decide
+from vllm_ssd.server.switch import SwitchState, decide, stand_aside_verdict
 from vllm_ssd.settings import DEVICE_DEFAULTS, SSDSettings
 
 logger = logging.getLogger(__name__)
@@ -32,7 +34,9 @@ REPLAN_EVERY = 16  # steps between build plans
 
 class StepEngine:
     def __init__(self, settings: SSDSettings, runner: ModelRunner, max_drafts: int,
-                 max_slots: int, max_len: int, stats: ServerStats):
+                 max_slots: int, max_len: int, stats: ServerStats, core_gain: float = 1.0):
+        """core_gain: how many times its cores the target would run on with the draft's
+        (weighs the stand-aside verdict, see ``switch``)."""
         self.settings = settings
         self.mode = MODES[settings.mode]
         self.max_drafts = max_drafts
@@ -46,9 +50,7 @@ class StepEngine:
                                         settings.backup,
                                         DEVICE_DEFAULTS[settings.on_gpu()]["row_cost_prior"])
         if not settings.enforce_eager:
-            # query length 1: branch / JIT decode steps; 2..K+1: glue passes and catch-ups
-            rows = {1: max_slots * settings.fanout_budget,
-                    **{q: max_slots for q in range(2, max_drafts + 2)}}
+            rows = graph_rows(max_slots, settings.fanout_budget, max_drafts)
             runner.capture_graphs(rows, self.table.block_tables.shape[1])
             self.passes.pad_queries = runner.graphs is not None
         self.stats = stats
@@ -56,6 +58,8 @@ class StepEngine:
         self.pending_build = np.zeros(0, dtype=np.int64)
         self.num_steps = 0
         self.switch = SwitchState()
+        self.core_gain = core_gain
+        self.stand_aside_reason = ""  # set once speculation stands aside for good
         self.last_all_hit = False
         self.last_had_drafts = False
         self.observations: list[Callable[[], None]] = []  # deferred by step (see there)
@@ -91,7 +95,8 @@ class StepEngine:
         return P.StepReply(seq=request.seq, num_drafts=P.pack(lens), draft_tokens=P.pack(drafts[keep]),
                            is_hit=P.pack(source == SOURCE_CACHE, np.uint8),
                            stats=self.stats.snapshot() if request.wants_stats else {},
-                           quiet_steps=max(self.switch.quiet_until - self.num_steps, 0))
+                           quiet_steps=max(self.switch.quiet_until - self.num_steps, 0),
+                           stand_aside=self.stand_aside_reason)
 
     def observe(self) -> None:
         """Runs the bookkeeping deferred by ``step``."""
@@ -127,6 +132,8 @@ class StepEngine:
         settings fix it."""
         if not self.mode.may_switch_off(self.settings.build_plan, self.settings.backup):
             return True
+        if self.stand_aside_reason:
+            return False
         pays = False
         if self.num_steps >= self.switch.quiet_until:
             jit = self.policy.jit_seconds(batch_size, self.policy.plan.depth)
@@ -138,8 +145,28 @@ class StepEngine:
             logger.info("speculation %s: %s vs %s tokens/s per row measured with / without "
                         "drafts", "on" if pays else "off", self.policy.speculative_rate.value,
                         self.policy.plain_rate.value)
+            if self.settings.stand_aside:
+                self._judge_standing_aside()
         self.stats.scalars["steps_without_speculation"] += 0.0 if decision.speculate else 1.0
         return decision.speculate
+
+    def _judge_standing_aside(self) -> None:
+        """At a window end: stand aside for good where speculation measured a loss even
+        against plain decoding on the target's cores plus the draft's."""
+        policy = self.policy
+        speculative, plain = policy.speculative_rate.value, policy.plain_rate.value
+        verdict, losing = stand_aside_verdict(speculative, plain, self.core_gain,
+                                              self.switch.losing_windows)
+        self.switch = replace(self.switch, losing_windows=losing)
+        if not verdict:
+            return
+        self.stand_aside_reason = (
+            f"rounds with drafts made {speculative:.2f} tokens/s per row, rounds without "
+            f"{plain:.2f} (x{self.core_gain:.1f} cores once the draft's are free); a draft "
+            f"forward takes {1e3 * float(policy.step_cost.predict(1)):.1f} ms against a "
+            f"target step of {1e3 * (policy.target_step_s.value or 0.0):.1f} ms")
+        self.stats.scalars["stood_aside"] = 1.0
+        logger.warning("speculation stands aside for good: %s", self.stand_aside_reason)
 
     def _admit(self, slots: np.ndarray, wanted: np.ndarray) -> np.ndarray:
         """Rows whose KV fits in the draft's cache this round (the rest get no drafts and

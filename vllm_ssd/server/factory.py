@@ -45,7 +45,8 @@ def build_engine(settings: SSDSettings, hello: P.Hello):
         raise ValueError(f"draft vocabulary {runner.arch.vocab_size} != target "
                          f"{hello.target_vocab_size}")
     stats = ServerStats(k, base=hello.stats_base)
-    return StepEngine(settings, runner, k, hello.max_num_seqs, max_len, stats)
+    return StepEngine(settings, runner, k, hello.max_num_seqs, max_len, stats,
+                      core_gain=hello.core_gain)
 
 
 def kv_sizing(settings: SSDSettings, hello: P.Hello, device, max_len: int):
@@ -71,8 +72,7 @@ def place_process(device, cpus: str | None) -> None:
 
     if device.type != "cpu":
         return
-    count = os.cpu_count() or 1
-    cores = parse_cpu_list(cpus) if cpus else [count - 1]
+    cores = parse_cpu_list(cpus) if cpus else [(os.cpu_count() or 1) - 1]
     os.sched_setaffinity(0, cores)
     torch.set_num_threads(len(cores))
     logger.info("draft server pinned to CPUs %s", cores)

@@ -19,7 +19,7 @@ SCALARS = (
     "round_trips", "round_trip_seconds", "round_trips_all_hit", "round_trip_all_hit_seconds",
     "steps_without_speculation", "plan_budget_sum", "plan_depth_sum", "step_cost_1_row_s_sum",
     "step_cost_8_rows_s_sum", "target_steps", "target_step_seconds",
-    "rejected_frames", "foreign_frames", "deadline_misses", "rows_without_kv",
+    "rejected_frames", "foreign_frames", "deadline_misses", "rows_without_kv", "stood_aside",
 )
 
 

@@ -87,33 +87,64 @@ class StatsLogger:
 
 def read_server_stats(runtime_dir: str, timeout_s: float = 2.0) -> dict[str, dict[str, float] | None]:
     """The stats of each draft-server client under ``runtime_dir``, by its ``draft-*.addr``
-    file (which holds the current server's socket path and read-only stats key); None
-    where no server answered (it is restarting)."""
+    file (the current server's socket path and read-only stats key, and the restarts the
+    client counted: no reading reports fewer); where no server answered (it is
+    restarting) only those restarts, or None."""
     import zmq
-
-    from vllm_ssd import protocol as P
 
     readings: dict[str, dict[str, float] | None] = {}
     context = zmq.Context.instance()
     for address in sorted(glob.glob(os.path.join(runtime_dir, "**", "draft-*.addr"), recursive=True)):
         try:
-            with open(address) as handle:
-                path, _, key = handle.read().strip().partition("\n")
+            path, key, client_counts = _read_address_file(address)
         except OSError:  # the client is shutting down
             continue
-        readings[address] = None
-        if not os.path.exists(path):
-            continue
-        socket = context.socket(zmq.DEALER)
-        socket.setsockopt(zmq.LINGER, 0)
-        try:
-            socket.connect(f"ipc://{path}")
-            socket.send(P.encode(P.StatsRequest(key=key.strip())))
-            if socket.poll(int(timeout_s * 1000)):
-                readings[address] = getattr(P.decode(socket.recv()), "stats", None)
-        finally:
-            socket.close()
+        stats = _ask_server(context, path, key, timeout_s) if os.path.exists(path) else None
+        readings[address] = _with_client_counts(stats, client_counts)
     return readings
+
+
+def _with_client_counts(stats: dict[str, float] | None,
+                        counts: dict[str, float]) -> dict[str, float] | None:
+    """A server's reading with no counter below the client's own count of it; the
+    client's counts alone where no server answered (None without any)."""
+    if stats is None:
+        return dict(counts) or None
+    return {**stats, **{name: max(value, stats.get(name, 0.0)) for name, value in counts.items()}}
+
+
+def _read_address_file(address: str) -> tuple[str, str, dict[str, float]]:
+    """(socket path, stats key, counters the client keeps: ``name value`` lines) of an
+    address file (see ``DraftClient``); the path is "" while no server runs."""
+    with open(address) as handle:
+        lines = handle.read().split("\n")
+    path, key = (lines + ["", ""])[:2]
+    counts = {}
+    for line in lines[2:]:
+        name, _, value = line.partition(" ")
+        try:
+            counts[name] = float(value)
+        except ValueError:
+            continue
+    return path.strip(), key.strip(), counts
+
+
+def _ask_server(context, path: str, key: str, timeout_s: float) -> dict[str, float] | None:
+    """The stats of the server on ``path``; None where it does not answer in time."""
+    import zmq
+
+    from vllm_ssd import protocol as P
+
+    socket = context.socket(zmq.DEALER)
+    socket.setsockopt(zmq.LINGER, 0)
+    try:
+        socket.connect(f"ipc://{path}")
+        socket.send(P.encode(P.StatsRequest(key=key)))
+        if socket.poll(int(timeout_s * 1000)):
+            return getattr(P.decode(socket.recv()), "stats", None)
+        return None
+    finally:
+        socket.close()
 
 
 class MonotonicTotals:
@@ -192,6 +223,8 @@ class SSDMetricsCollector:
             yield CounterMetricFamily(f"vllm:ssd_backup_{kind}_rows", f"Rows drafted by the "
                                       f"{kind} backup", value=stats.get(f"backup_{kind}_rows", 0.0))
         rates = summary(stats)
+        yield GaugeMetricFamily("vllm:ssd_stood_aside", "1 once speculation stood aside for "
+                                "good (it measured a loss)", value=stats.get("stood_aside", 0.0))
         yield GaugeMetricFamily("vllm:ssd_cache_hit_rate", "Cache hits / lookups", value=rates["hit_rate"])
         yield GaugeMetricFamily("vllm:ssd_build_fraction", "Mean cache build time / target step",
                                 value=rates["mean_build_fraction"])

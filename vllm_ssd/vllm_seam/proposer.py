@@ -24,6 +24,7 @@ import numpy as np
 from vllm_ssd import protocol as P
 from vllm_ssd.client import DraftClient, DraftServerUnavailable, StepDeadlineMissed
 from vllm_ssd.deadline import StepDeadline
+from vllm_ssd.vllm_seam.cpu_cores import core_gain, give_cores_to_target
 from vllm_ssd.vllm_seam.metrics import StatsLogger
 from vllm_ssd.pause_log import PauseLog
 from vllm_ssd.restarts import RestartSchedule
@@ -60,6 +61,7 @@ class SSDProposer:
         self.last_return = 0.0
         self.last_round_trip_s = 0.0
         self.quiet_steps = 0  # steps the server promised no drafts for: sent, not awaited
+        self.stood_aside = False  # the server stood aside for good: no more steps
         self._init_fault_handling()
 
     def _init_fault_handling(self) -> None:
@@ -69,6 +71,9 @@ class SSDProposer:
         self.late: tuple[int, float, float] | None = None
         self.resync = False  # the next step re-sends its rows as catch-up, not outcomes
         self.restarts = RestartSchedule()
+        # failed servers replaced: counted here, not in a server's counters (a replacement
+        # may not answer before /metrics asks); the client carries it to readers and bases
+        self.server_restarts = 0
         self.pauses = PauseLog()
         self.steps_since_stats = STATS_EVERY  # the first reply brings the counters
 
@@ -76,6 +81,8 @@ class SSDProposer:
         """Starts the draft server (vLLM's own model is not used by SSD)."""
         if not self.is_driver or self.client is not None:
             return
+        if self.settings.draft_device == "cpu":
+            self.hello.core_gain = core_gain(self.settings.draft_cpu_list())
         self.client = DraftClient(self.settings, self.hello)
         self.client.start(wait=True)
         weakref.finalize(self, _shutdown, self.client, self.settings)
@@ -87,7 +94,8 @@ class SSDProposer:
                 token_ids_cpu: np.ndarray, slot_mappings=None, **kwargs) -> list[list[int]]:
         num_rows = len(sampled_token_ids)
         drafts: list[list[int]] = [[] for _ in range(num_rows)]
-        if not self.is_driver or self.client is None or num_rows == 0 or not self._server_ready():
+        if not self.is_driver or self.client is None or num_rows == 0 or self.stood_aside or \
+                not self._server_ready():
             return drafts
         if self.late is not None and not self._late_reply_in():
             return drafts  # nothing sent: the next step carries these tokens
@@ -129,7 +137,19 @@ class SSDProposer:
         if reply.stats:  # this step brought them
             self.last_stats, self.steps_since_stats = reply.stats, 1
             self.stats_logger.maybe_log(reply.stats)
+        if reply.stand_aside:
+            self._stand_aside(reply.stand_aside)
         return drafts
+
+    def _stand_aside(self, reason: str) -> None:
+        """No more steps: vLLM decodes without drafts; a CPU draft's cores go to the target
+        (the idle server stays up to answer /metrics)."""
+        self.stood_aside = True
+        cores = "the draft runs on a GPU"
+        if self.settings.draft_device == "cpu":
+            cores = give_cores_to_target(self.settings.draft_cpu_list())
+        logger.warning("vllm_ssd: speculation does not pay here and stands aside for good: "
+                       "%s; %s (setting stand_aside=false keeps drafting)", reason, cores)
 
     def _make_step(self, req_ids, sampled, num_tokens, token_ids_cpu, target_step_s):
         sync = self.tracker.sync(req_ids)
@@ -213,13 +233,16 @@ class SSDProposer:
         self.pauses.pause(f"the draft server missed the step deadline ({miss})")
 
     def _on_failure(self, error: Exception) -> None:
-        logger.warning("vllm_ssd: draft server unavailable (%s); it is killed and restarted",
-                       error)
+        self.server_restarts += 1
+        logger.warning("vllm_ssd: draft server unavailable (%s); it is killed and restarted "
+                       "(restart %d)", error, self.server_restarts)
         self.pauses.pause("the draft server restarts")
         self.last_stats = {**self.last_stats, "deadline_misses": float(self.deadline_misses),
-                           "restarts": self.last_stats.get("restarts", 0.0) + 1}
+                           "restarts": float(self.server_restarts)}
         self.tracker.reset()
         self.quiet_steps, self.late, self.resync = 0, None, False
+        # before the server goes: the address file then names none but counts this restart
+        self.client.restarts = self.server_restarts
         self.client.close_server()
         self.restarts.failed(time.monotonic())
 

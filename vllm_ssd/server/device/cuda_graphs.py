@@ -20,6 +20,14 @@ logger = logging.getLogger(__name__)
 BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 
 
+def graph_rows(max_slots: int, fanout_budget: int, max_drafts: int) -> dict[int, int]:
+    """Query length -> most rows, for every batch the engine runs uniformly: query length 1
+    (branch and just-in-time decode steps, up to every slot's branches) and 2 .. K + 1
+    (glue passes and short catch-ups, right-padded to the longest row: a glue pass after
+    k accepted drafts has k + 1 tokens)."""
+    return {1: max_slots * fanout_budget, **{q: max_slots for q in range(2, max_drafts + 2)}}
+
+
 @dataclass
 class CapturedGraph:
     graph: torch.cuda.CUDAGraph

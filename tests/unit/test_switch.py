@@ -30,7 +30,7 @@ def test_on_goes_off_only_inside_exploration_windows():
     assert off == EARLY + list(range(EXPLORE_EVERY, EXPLORE_EVERY + EXPLORE_STEPS))
     assert decisions[EXPLORE_EVERY].state.quiet_until == EXPLORE_EVERY + EXPLORE_STEPS
     assert [i for i, d in enumerate(decisions) if d.window_ended] == \
-        [EXPLORE_STEPS, FIRST_WINDOW + EXPLORE_STEPS, EXPLORE_EVERY + EXPLORE_STEPS]
+        [FIRST_WINDOW + EXPLORE_STEPS, EXPLORE_EVERY + EXPLORE_STEPS]  # the early one first
 
 
 def test_a_clear_margin_at_the_same_batch_explores_less_often():

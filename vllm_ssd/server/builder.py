@@ -80,8 +80,8 @@ class CacheBuilder:
         self.branch_tables = self.branch_tables[:0]
 
     def build(self, slots: np.ndarray, fanout: np.ndarray, depth: int,
-              stop: Callable[[], bool], while_glue_runs: Callable[[], None] = lambda: None
-              ) -> None:
+              stop: Callable[[], bool], while_glue_runs: Callable[[], None] = lambda: None,
+              target_step_s: float = 0.0) -> None:
         """fanout [R, max_drafts + 1]: F_j for each row; depth: drafts per branch.
         Queues the work; ``collect`` fills the cache. ``while_glue_runs``: host work to do
         once the glue pass and the fork are queued on the device."""
@@ -91,7 +91,7 @@ class CacheBuilder:
             while_glue_runs()
             return
         start = self.clock.mark()
-        slots = self.prefill_chunks(slots)
+        slots = self.prefill_chunks(slots, target_step_s)
         branches = None
         if len(slots):
             num_drafts = self.table.num_drafts[slots]
@@ -129,21 +129,24 @@ class CacheBuilder:
                 self.cache.record_drafts(b.slots, b.k, b.rank, tokens[:, 1:], report.depth_done)
         return report
 
-    def prefill_chunks(self, slots: np.ndarray) -> np.ndarray:
-        """Advances long catch-ups by one chunk (shared by the long rows); returns the
-        slots ready for a glue pass this round."""
+    def prefill_chunks(self, slots: np.ndarray, target_step_s: float = 0.0) -> np.ndarray:
+        """Advances long catch-ups by one chunk, given to the rows closest to caught up
+        first (each that finishes drafts from the next round); returns the slots ready for
+        a glue pass this round."""
         table = self.table
         catch_up = table.num_tokens[slots] + table.num_drafts[slots] - \
             np.minimum(table.path_cached[slots], table.num_tokens[slots] - 1)
-        chunk_tokens = self.pacer.chunk_tokens()
+        chunk_tokens = self.pacer.chunk_tokens(target_step_s)
         long = catch_up > max(chunk_tokens, table.max_drafts + 1)
-        num_long = int(long.sum())
-        if num_long:
-            chunk = max(chunk_tokens // num_long, 1)
+        if long.any():
+            rows = np.nonzero(long)[0][np.argsort(catch_up[long], kind="stable")]
+            before = np.cumsum(catch_up[rows]) - catch_up[rows]  # tokens given to earlier rows
+            allotted = np.clip(chunk_tokens - before, 0, catch_up[rows])  # [L]
+            rows, allotted = rows[allotted > 0], allotted[allotted > 0]
             start = time.perf_counter()  # a timed pacer runs on a CPU: passes are synchronous
-            self.passes.extend(table, slots[long], np.zeros(num_long, dtype=np.int64),
-                               np.full(num_long, chunk))
-            self.pacer.observe(chunk * num_long, time.perf_counter() - start)
+            self.passes.extend(table, slots[rows], np.zeros(len(rows), dtype=np.int64),
+                               allotted)
+            self.pacer.observe(int(allotted.sum()), time.perf_counter() - start)
         return slots[~long]
 
     def fork(self, slots: np.ndarray, logits: torch.Tensor, num_drafts: np.ndarray,

@@ -169,8 +169,7 @@ class StepEngine:
         logger.warning("speculation stands aside for good: %s", self.stand_aside_reason)
 
     def _admit(self, slots: np.ndarray, wanted: np.ndarray) -> np.ndarray:
-        """Rows whose KV fits in the draft's cache this round (the rest get no drafts and
-        are counted; they are admitted again as blocks free up)."""
+        """Rows whose KV fits this round (the rest get no drafts, counted, until it does)."""
         admitted = self.table.admit(slots, wanted)
         self.stats.scalars["rows_without_kv"] += float((wanted & ~admitted).sum())
         return admitted
@@ -194,8 +193,8 @@ class StepEngine:
         source = np.full(num_rows, SOURCE_NONE, dtype=np.int64)
         lookup = None
         if self.mode.builds_cache:
-            hit, fanout = self._lookup(slots, outcomes)
-            lookup = (fanout, hit.is_hit, outcomes)
+            hit, fanout, built = self._lookup(slots, outcomes)
+            lookup = (fanout, hit.is_hit, outcomes, built)
             drafts[hit.is_hit] = hit.drafts[hit.is_hit]
             lens = np.minimum(hit.num_drafts, caps)
             source[hit.is_hit] = SOURCE_CACHE
@@ -209,7 +208,8 @@ class StepEngine:
         return drafts, lens, source, lookup
 
     def _lookup(self, slots, outcomes):
-        """The cache's answers, and the fan-out each row's outcome k had."""
+        """The cache's answers, the fan-out each row's outcome k had, and which rows had a
+        cache built at all (a row still catching up its prompt is no lookup)."""
         if self.settings.sim_hit_rate is not None:
             simulated = self.rng.random(len(slots)) < self.settings.sim_hit_rate
             result = self.cache.any_branch(slots, outcomes.num_accepted)
@@ -219,11 +219,12 @@ class StepEngine:
                                        outcomes.is_outcome)
         fanout = (self.cache.keys[slots, np.clip(outcomes.num_accepted, 0, self.max_drafts)]
                   >= 0).sum(axis=1)
+        built = (self.cache.keys[slots] >= 0).reshape(len(slots), -1).any(axis=1)
         self.cache.clear(slots)  # one round's guesses: stale ones must never hit later
-        return result, fanout
+        return result, fanout, built
 
-    def _observe_lookups(self, fanout, is_hit, outcomes) -> None:
-        looked_up = outcomes.is_outcome
+    def _observe_lookups(self, fanout, is_hit, outcomes, built) -> None:
+        looked_up = outcomes.is_outcome & built
         self.policy.observe_lookups(fanout[looked_up], is_hit[looked_up])
         if logger.isEnabledFor(logging.DEBUG):
             missed = looked_up & ~is_hit
@@ -258,9 +259,10 @@ class StepEngine:
         device (a new plan applies from the next round)."""
         slots, self.pending_build = self.pending_build, self.pending_build[:0]
         self.builder.release_branches()  # last round's branch KV (off the reply's path)
-        if len(slots) == 0:
+        if len(slots) == 0 or not self.passes.clock.on_cuda:  # a CPU pass does not overlap
             self.observe()
-            return
+            if len(slots) == 0:
+                return
         fanout = self.policy.fanout(self.table.draft_source[slots], self.table.num_drafts[slots])
         blocks_per_branch = 2 + self.policy.plan.depth // self.blocks.block_size
         fanout = fit_fanout(fanout, self.blocks.num_free // blocks_per_branch)
@@ -269,7 +271,9 @@ class StepEngine:
         try:
             self.builder.build(slots, fanout, self.policy.plan.depth,
                                lambda: time.perf_counter() > deadline and stop(),
-                               while_glue_runs=lambda: self._between_passes(len(slots)))
+                               while_glue_runs=lambda: self._between_passes(len(slots)),
+                               target_step_s=max(self.policy.target_step_s.value,
+                                                 self.policy.plain_step_s.value))
         except OutOfBlocks as error:
             logger.warning("draft KV cache full, skipping this round's cache build: %s", error)
             self.cache.clear(slots)

@@ -7,8 +7,8 @@ the socket between forward passes: a new step stops the build (what was decoded 
 stays usable). Statistics requests are answered by a responder thread every
 ``RESPONDER_PERIOD_S`` while the loop is busy (a forward pass releases the GIL), so a
 reader never waits behind a build or a prefill for long: the thread steps in only once the
-loop has not polled for ``RESPONDER_GRACE_S`` (a quick loop answers in order, after the
-last step's statistics were recorded). Every socket call holds ``socket_lock``.
+loop has not polled for ``RESPONDER_GRACE_S`` and the last step's statistics are recorded
+(a quick loop answers in order itself). Every socket call holds ``socket_lock``.
 """
 from __future__ import annotations
 
@@ -62,7 +62,8 @@ class ServerLoop:
         """Drains the socket every RESPONDER_PERIOD_S: statistics requests are answered
         here, everything else is queued for the loop."""
         while not self.stopped.wait(RESPONDER_PERIOD_S):
-            if time.monotonic() - self.last_poll < RESPONDER_GRACE_S:
+            if time.monotonic() - self.last_poll < RESPONDER_GRACE_S or \
+                    self.engine.observations:  # the last step's counts are not in yet
                 continue
             if self.socket_lock.acquire(blocking=False):
                 try:

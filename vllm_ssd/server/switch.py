@@ -21,7 +21,7 @@ EXPLORE_STEPS = 8  # steps in one window: enough for the cache to fill and be me
 CLEAR_MARGIN = 1.5  # one choice measured this many times faster than the other ...
 CLEAR_EXPLORE_EVERY = 4 * EXPLORE_EVERY  # ... is re-checked this much less often
 MAX_QUIET_STEPS = 16  # longest run of steps sent without a reply while speculation is off
-FIRST_WINDOW = 16  # an early window while the margin is unmeasured: a verdict within
+FIRST_WINDOW = 8  # an early window while the margin is unmeasured: a verdict within
 # FIRST_WINDOW + EXPLORE_STEPS steps, not EXPLORE_EVERY
 STAND_ASIDE_GAIN = 0.9  # share of the draft's cores' speed the target would get from them
 STAND_ASIDE_WINDOWS = 2  # window ends in a row that measured a loss (one if clear)

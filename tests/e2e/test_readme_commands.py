@@ -61,6 +61,11 @@ def test_the_readme_serve_command_answers_and_counts(qwen_pair, tmp_path):  # no
     assert text.strip() and "".join(chunks).strip() and len(chunks) > 1
     assert counters["vllm:ssd_cache_lookups_total"] > 0
     assert counters["vllm:ssd_cache_hits_total"] > 0, log.read_text()[-3000:]
+    memory = re.search(r"draft server memory: resident ([\d.]+) GiB = runtime before loading "
+                       r"([\d.]+) GiB \+ weights ([\d.]+) GiB \+ KV cache ([\d.]+) GiB",
+                       log.read_text())
+    resident, runtime, weights, kv = map(float, memory.groups())
+    assert kv <= 2.0 and resident - runtime <= 1.1 * (weights + kv)  # the draft's budget
 
 
 def test_the_readme_offline_snippet_runs(qwen_pair):  # noqa: F811

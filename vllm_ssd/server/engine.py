@@ -35,8 +35,7 @@ REPLAN_EVERY = 16  # steps between build plans
 class StepEngine:
     def __init__(self, settings: SSDSettings, runner: ModelRunner, max_drafts: int,
                  max_slots: int, max_len: int, stats: ServerStats, core_gain: float = 1.0):
-        """core_gain: how many times its cores the target would run on with the draft's
-        (weighs the stand-aside verdict, see ``switch``)."""
+        """core_gain: the target's cores x this with the draft's (see ``switch``)."""
         self.settings = settings
         self.mode = MODES[settings.mode]
         self.max_drafts = max_drafts

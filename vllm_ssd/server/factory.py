@@ -24,8 +24,10 @@ def build_engine(settings: SSDSettings, hello: P.Hello):
 
     from vllm_ssd.server.device.model_runner import ModelRunner
     from vllm_ssd.server.engine import StepEngine
+    from vllm_ssd.server.memory_report import log_memory, release_free_heap, resident_bytes
     from vllm_ssd.server.stats import ServerStats
 
+    before_load = resident_bytes()
     device = torch.device("cpu" if settings.draft_device == "auto" else settings.draft_device)
     place_process(device, settings.draft_cpus)
     if device.type == "cuda":
@@ -45,6 +47,8 @@ def build_engine(settings: SSDSettings, hello: P.Hello):
         raise ValueError(f"draft vocabulary {runner.arch.vocab_size} != target "
                          f"{hello.target_vocab_size}")
     stats = ServerStats(k, base=hello.stats_base)
+    release_free_heap()
+    log_memory(runner.model, runner.kv_cache, before_load)
     return StepEngine(settings, runner, k, hello.max_num_seqs, max_len, stats,
                       core_gain=hello.core_gain)
 

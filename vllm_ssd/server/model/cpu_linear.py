@@ -131,10 +131,14 @@ def replace_linears(model: nn.Module, kind: str, dtype: torch.dtype) -> int:
                for name, child in parent.named_children() if type(child) is nn.Linear]
     if kind == "torch":
         return len(targets)
+    packed = 0  # bytes of the weights the new layers hold (no longer parameters)
     for parent, name, linear in targets:
         layer_kind = kind
         if kind == "amx_int8" and not amx_int8_fits(linear.in_features, linear.out_features,
                                                     dtype):
             layer_kind = "onednn"
         setattr(parent, name, make_linear(layer_kind, linear.weight, linear.bias, dtype))
+        per_value = 1 if layer_kind in INT8_KINDS else torch.finfo(dtype).bits // 8
+        packed += linear.weight.numel() * per_value
+    model.packed_weight_bytes = packed
     return len(targets)

@@ -137,10 +137,10 @@ class StepEngine:
         if self.num_steps >= self.switch.quiet_until:
             jit = self.policy.jit_seconds(batch_size, self.policy.plan.depth)
             pays = self.policy.speculation_pays(batch_size, jit, self.settings.build_deadline)
-        decision = decide(self.num_steps, batch_size, pays, self.policy.measured_margin(),
-                          self.switch)
-        self.switch = decision.state
-        if decision.window_ended:
+        margin = self.policy.measured_margin()
+        decision = decide(self.num_steps, batch_size, pays, margin, self.switch)
+        self.switch = replace(decision.state, judged=margin is not None)
+        if decision.window_ended or not (decision.state.judged or margin is None):
             logger.info("speculation %s: %s vs %s tokens/s per row measured with / without "
                         "drafts", "on" if pays else "off", self.policy.speculative_rate.value,
                         self.policy.plain_rate.value)

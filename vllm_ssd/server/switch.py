@@ -32,6 +32,7 @@ class SwitchState:
     quiet_until: int = 0  # steps before this one were promised no drafts
     measured_batch_size: int = 0  # batch size at the end of the last exploration window
     losing_windows: int = 0  # window ends in a row at which speculation measured a loss
+    judged: bool = False  # a stand-aside verdict was taken (the first: once both measured)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ resynchronised.
 from __future__ import annotations
 
 import logging
-import shutil
+import os
 import sys
 import time
 import weakref
@@ -248,10 +248,16 @@ class SSDProposer:
 
 
 def _shutdown(client: DraftClient, settings: SSDSettings) -> None:
+    """Stops this engine's server (the client removes its socket and address file); without
+    an engine directory of its own the process root goes only once no other engine's files
+    are in it."""
     client.close()
     if settings.runtime_dir is None:
-        from vllm_ssd.runtime_files import runtime_dir
-        shutil.rmtree(runtime_dir(settings), ignore_errors=True)
+        from vllm_ssd.runtime_files import process_root
+        try:
+            os.rmdir(process_root())
+        except OSError:  # another engine's files, or already gone
+            pass
 
 
 def _find_model_runner():

@@ -34,7 +34,7 @@ def timed(run, sync, repeats: int = 20) -> float:
     return round(1000 * float(np.median(samples)), 3)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     models = Path(os.environ.get("VLLM_SSD_MODELS", "~/.cache/vllm-ssd-models")).expanduser()
     parser = argparse.ArgumentParser()
     parser.add_argument("--draft", default=str(models / "qwen2.5-coder-0.5b-instruct"))
@@ -54,7 +54,11 @@ def main() -> None:
     parser.add_argument("--ablations", action="store_true",
                         help="CUDA: branch-step times with FA3 split counts 0/1/4 and the fused "
                         "rotary + KV write on/off, at contexts 300 and 1000")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     logging.basicConfig(level=logging.INFO, format="%(name)s %(levelname)s %(message)s")
     if args.device == "cpu" and args.cpu_isa != "auto":
         _cap_this_process(args.cpu_isa)
@@ -84,14 +88,7 @@ def main() -> None:
            "graphs": runner.graphs is not None, "dtype": str(runner.dtype),
            "cpu_kernels": runner.cpu_plan.describe() if runner.cpu_plan else None,
            "context_tokens": context, "decode_ms_by_rows": {}, "glue_ms_by_query_len": {}}
-    for rows in rows_list:
-        batch = runner.make_batch(ids[:rows], np.ones(rows, dtype=np.int64),
-                                  np.full(rows, context), tables[:rows], np.arange(rows))
-        out["decode_ms_by_rows"][rows] = timed(lambda: runner.run(batch), sync)
-    for query in (1, 2, 3, 4, 5):
-        batch = runner.make_batch(ids[:query], np.array([query]), np.array([context]),
-                                  tables[:1], np.arange(query))
-        out["glue_ms_by_query_len"][query] = timed(lambda: runner.run(batch), sync)
+    time_passes(runner, out, rows_list, ids, tables, sync)
     if args.kernels and device.type == "cuda":
         batch = runner.make_batch(ids[:1], np.ones(1, dtype=np.int64), np.full(1, context),
                                   tables[:1], np.arange(1))
@@ -103,6 +100,20 @@ def main() -> None:
     if args.out:
         Path(args.out).write_text(text)
     print(text)
+
+
+def time_passes(runner, out: dict, rows_list, ids, tables, sync) -> None:
+    """Decode steps by rows and one row's glue pass by query length 1 .. K + 1 (K = 4), at
+    the context already in the KV cache; into ``out``'s two tables."""
+    context = out["context_tokens"]
+    for rows in rows_list:
+        batch = runner.make_batch(ids[:rows], np.ones(rows, dtype=np.int64),
+                                  np.full(rows, context), tables[:rows], np.arange(rows))
+        out["decode_ms_by_rows"][rows] = timed(lambda: runner.run(batch), sync)
+    for query in (1, 2, 3, 4, 5):
+        batch = runner.make_batch(ids[:query], np.array([query]), np.array([context]),
+                                  tables[:1], np.arange(query))
+        out["glue_ms_by_query_len"][query] = timed(lambda: runner.run(batch), sync)
 
 
 def _cap_this_process(cap: str) -> None:

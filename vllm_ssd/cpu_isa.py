@@ -58,24 +58,25 @@ def detect_cpu_isa() -> CpuIsa:
 
 def cpu_flags() -> set[str]:
     """The CPU's feature flags as /proc/cpuinfo lists them (empty where it cannot be read)."""
+    return set((_cpuinfo_field("flags") or "").split())
+
+
+def _cpuinfo_field(name: str) -> str | None:
+    """The first CPU's value of ``name`` in /proc/cpuinfo; None where it cannot be read."""
     try:
         with open("/proc/cpuinfo") as handle:
             for line in handle:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+                if line.startswith(name):
+                    return line.split(":", 1)[1]
     except OSError:
         pass
-    return set()
+    return None
 
 
 def cpu_model_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+    name = _cpuinfo_field("model name")
+    if name is not None:
+        return name.strip()
     import platform
 
     return platform.processor() or "unknown CPU"

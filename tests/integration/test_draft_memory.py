@@ -15,11 +15,7 @@ import json, sys
 from vllm_ssd import protocol as P
 from vllm_ssd.settings import SSDSettings
 from vllm_ssd.server.factory import build_engine
-
-def resident():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
+from vllm_ssd.server.memory_report import resident_bytes as resident
 
 import torch
 from vllm_ssd.server.device.model_runner import ModelRunner

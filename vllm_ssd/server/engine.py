@@ -78,7 +78,7 @@ class StepEngine:
                                            P.unpack(request.is_step_delta, np.uint8) > 0)
         sources = self.table.draft_source[slots]
         speculate = self._speculation_pays(len(slots))
-        admitted = self._admit(slots, caps > 0) if speculate else caps < 0
+        admitted = self._admit(slots, caps > 0) if speculate else np.zeros(len(slots), bool)
         drafts, lens, source, lookup = self._speculate(slots, outcomes,
                                                        np.where(admitted, caps, 0))
         self.table.set_drafts(slots, drafts, lens, source)

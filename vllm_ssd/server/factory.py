@@ -8,7 +8,7 @@ import os
 
 from vllm_ssd import protocol as P
 from vllm_ssd.server.kv import budget
-from vllm_ssd.settings import SSDSettings, parse_cpu_list
+from vllm_ssd.settings import SSDSettings
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def build_engine(settings: SSDSettings, hello: P.Hello):
 
     before_load = resident_bytes()
     device = torch.device("cpu" if settings.draft_device == "auto" else settings.draft_device)
-    place_process(device, settings.draft_cpus)
+    place_process(device, settings.draft_cpu_list())
     if device.type == "cuda":
         if device.index is None:  # "cuda": the process's current device
             device = torch.device("cuda", torch.cuda.current_device())
@@ -70,13 +70,12 @@ def kv_sizing(settings: SSDSettings, hello: P.Hello, device, max_len: int):
     return blocks_for
 
 
-def place_process(device, cpus: str | None) -> None:
-    """CPU drafting: pin to the draft cores (default: the machine's last CPU)."""
+def place_process(device, cores: list[int]) -> None:
+    """CPU drafting: pin to the draft cores (``SSDSettings.draft_cpu_list``)."""
     import torch
 
     if device.type != "cpu":
         return
-    cores = parse_cpu_list(cpus) if cpus else [(os.cpu_count() or 1) - 1]
     os.sched_setaffinity(0, cores)
     torch.set_num_threads(len(cores))
     logger.info("draft server pinned to CPUs %s", cores)

@@ -8,8 +8,9 @@ import logging
 
 import torch
 
+from vllm_ssd.server.kv.budget import GIB
+
 logger = logging.getLogger(__name__)
-GIB = 1 << 30
 
 
 def resident_bytes() -> int:

@@ -14,6 +14,8 @@ import logging
 import os
 from dataclasses import dataclass
 
+import numpy as np
+
 logger = logging.getLogger(__name__)
 
 GIB = 1 << 30
@@ -101,8 +103,6 @@ def target_cpu_kv_bytes() -> int:
 def fit_fanout(fanout, max_branches: int):
     """fanout [R, K + 1] scaled down (floored) so that one build's branches fit in
     ``max_branches``; unchanged where they already fit."""
-    import numpy as np
-
     total = int(fanout.sum())
     if total <= max_branches:
         return fanout

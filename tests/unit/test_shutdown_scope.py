@@ -2,6 +2,7 @@
 address file in the same process stay (it goes on speculating and its metrics stay
 readable); the process root goes once it is empty."""
 import os
+import tempfile
 
 from vllm_ssd.runtime_files import process_root
 from vllm_ssd.settings import SSDSettings
@@ -19,7 +20,8 @@ class ClosingClient:
             os.unlink(path)
 
 
-def test_closing_one_engine_keeps_the_other_engines_files():
+def test_closing_one_engine_keeps_the_other_engines_files(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # a root no earlier test has used
     root = process_root()
     os.makedirs(root, mode=0o700, exist_ok=True)
     mine = [os.path.join(root, "draft-mine.addr")]

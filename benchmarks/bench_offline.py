@@ -35,7 +35,8 @@ PLACEMENTS = {  # name -> (target cpus, draft cpus)
 }
 METHOD_PLACEMENTS = {"plain": ["2 cores", "1 core"], "vllm_sd": ["2 cores", "1 core"],
                      "vllm_sd_fixed": ["2 cores", "1 core"],
-                     "ssd_sd": ["1+1 cores"], "ssd": ["1+1 cores"]}
+                     "ssd_sd": ["1+1 cores"], "ssd_ssd": ["1+1 cores"],
+                     "ssd": ["1+1 cores"]}
 POSITIVE_T_ONLY = {"vllm_sd_fixed"}  # vLLM SD with the #55005 fix: equal to vllm_sd at T = 0
 PRESETS = {
     "full": dict(methods="plain,vllm_sd,vllm_sd_fixed,ssd_sd,ssd", batch_sizes=[1, 8],

@@ -22,7 +22,8 @@ COLUMNS = [
     ("model_decode_tok_s", "speed model tok/s", "{:.2f}"),
 ]
 NAMES = {"plain": "plain", "vllm_sd": "vLLM draft_model SD", "vllm_sd_fixed": "vLLM SD (fixed)",
-         "ssd_sd": "vllm_ssd sd", "ssd": "vllm_ssd SSD"}
+         "ssd_sd": "vllm_ssd mode sd", "ssd_ssd": "vllm_ssd mode ssd",
+         "ssd": "vllm_ssd default"}
 
 
 def _cell(row: dict, key: str, fmt: str) -> str:

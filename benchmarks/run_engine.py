@@ -22,13 +22,15 @@ def pin(spec: dict) -> None:
 def make_llm(spec: dict):
     from vllm import LLM
 
+    from summarize import PLANS  # an SSD method -> its ``mode`` (this file's folder)
+
     method, k = spec["method"], spec["k"]
     speculative = None
     if method in ("vllm_sd", "vllm_sd_fixed"):
         speculative = {"method": "draft_model", "model": spec["draft"], "num_speculative_tokens": k}
-    elif method in ("ssd", "ssd_sd"):
+    elif method in PLANS:
         speculative = {"method": "ssd", "model": spec["draft"], "num_speculative_tokens": k,
-                       "mode": "sd" if method == "ssd_sd" else "ssd",
+                       "mode": PLANS[method],
                        "fanout_budget": spec["budget"], "draft_cpus": spec.get("draft_cpus"),
                        "log_interval_s": 0, **spec.get("ssd_settings", {})}
     llm = LLM(model=spec["target"], max_model_len=spec.get("max_model_len", 2048),
@@ -76,7 +78,7 @@ class Counters:
         from vllm_ssd.vllm_seam.metrics import ServerTotals
 
         self.llm = llm
-        self.runtime_dir = ssd_runtime_dir(llm) if method in ("ssd", "ssd_sd") else None
+        self.runtime_dir = ssd_runtime_dir(llm) if method.startswith("ssd") else None
         self.totals = ServerTotals()  # summed over clients, monotonic across restarts
 
     def take(self) -> dict:

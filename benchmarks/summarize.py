@@ -9,7 +9,8 @@ from vllm_ssd.vllm_seam.metrics import summary
 # get_ssd_metrics adds rates derived from the counters: they are not counters, never diffed
 RATES = frozenset(summary({}))
 GAUGES = frozenset({"stood_aside"})  # a state (1.0 once speculation stood aside for good)
-PLANS = {"ssd": "ssd", "ssd_sd": "sd"}  # an SSD method -> the plan its engine runs
+PLANS = {"ssd": "auto", "ssd_ssd": "ssd", "ssd_sd": "sd"}  # an SSD method -> its ``mode``
+PLAN_STEPS = (("ssd", "steps_ssd"), ("sd", "steps_sd"), ("off", "steps_without_speculation"))
 
 
 def _diff(after: dict, before: dict, name: str):
@@ -48,6 +49,19 @@ def _ssd_diff(batches: list[dict]) -> dict[str, float]:
             total[key] = total.get(key, 0.0) + value
     total["stood_aside"] = max((b["after"]["ssd"] or {}).get("stood_aside", 0.0) for b in ssd)
     return total
+
+
+def plan_label(stats: dict[str, float], method: str) -> str:
+    """The plans the engine ran, by share of steps (those of 5% or more), e.g.
+    ``ssd 72% · sd 28%``; ``stood aside`` once it stood aside; else the forced mode."""
+    if stats.get("stood_aside"):
+        return "stood aside"
+    steps = {plan: stats.get(key, 0.0) for plan, key in PLAN_STEPS}
+    total = sum(steps.values())
+    if not total or not {"steps_sd", "steps_ssd"} & set(stats):  # counted before plans were
+        return PLANS.get(method, method)
+    shares = sorted(((count / total, plan) for plan, count in steps.items()), reverse=True)
+    return " · ".join(f"{plan} {share:.0%}" for share, plan in shares if share >= 0.05)
 
 
 def row_metrics(row: dict) -> dict:
@@ -114,7 +128,7 @@ def _ssd_metrics(s: dict, method: str) -> dict:
         return {}
     def ratio(a, b):
         return s.get(a, 0.0) / s[b] if s.get(b) else 0.0
-    out = {"plan": "stood aside" if s.get("stood_aside") else PLANS.get(method, method),
+    out = {"plan": plan_label(s, method),
            "rows_without_kv": s.get("rows_without_kv", 0.0)}
     out.update({key: s[key] for key in ("unread_batches",) if s.get(key)})
     if s.get("steps"):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo,
                       field_validator)
@@ -37,7 +37,8 @@ class SSDSettings(BaseModel):
     draft_cpu_isa: Literal["auto", "amx", "avx512", "avx2"] = "auto"  # highest x86 ISA tier
     # the CPU draft's kernels may use (auto: the CPU's own); lower it to take a fallback path
     draft_cpus: str | None = None  # CPU cores of the draft server, e.g. "1" or "2-3,6"
-    mode: Literal["ssd", "sd"] = "ssd"  # ssd: speculation cache; sd: draft after each outcome
+    mode: Literal["auto", "ssd", "sd"] = "auto"  # ssd: speculation cache; sd: draft after
+    # each outcome; auto: whichever measures more tokens/s (see vllm_ssd/server/route.py)
     fanout_budget: int = Field(8, ge=1, le=64)  # max cached outcomes per request per round
     fanout_r: float | None = Field(None, gt=0)  # miss power-law exponent; None = estimate
     saguaro_c: float = Field(1.0, gt=0, le=1)  # Saguaro sampling: top-F draft probs x C
@@ -65,6 +66,8 @@ class SSDSettings(BaseModel):
     sim_hit_rate: float | None = Field(None, ge=0, le=1)  # benchmarks only: simulated hits
     sim_ms_per_token: float = Field(0.0, ge=0)  # tests and benchmarks only: each draft
     # forward also sleeps this long per token it runs (a slower draft device)
+    sim_route_delay_ms: dict[Literal["ssd", "sd"], Annotated[float, Field(ge=0)]] = Field(
+        default_factory=dict)  # tests only: a step on this route also waits this long
     stand_aside: bool = True  # stop speculating for good where it measures a loss even
     # counting the cores the target gets back from a CPU draft (which it then gets)
     log_interval_s: float = Field(10.0, ge=0)  # periodic SSD metrics log line; 0 = off

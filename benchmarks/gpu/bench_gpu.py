@@ -6,6 +6,11 @@ measured on the real Qwen pair, and vllm_ssd's ``sim_hit_rate`` serves a cached 
 with the hit rate measured on that pair. Every number is labelled timing-only.
 Target on cuda:0, draft server on cuda:1 (or cuda:0 when only one GPU is visible).
 
+Methods: ``plain``; ``vllm_sd`` (vLLM's ``draft_model``); ``ssd`` (vllm_ssd's default, the
+plan chosen by measurement); ``ssd_ssd`` / ``ssd_sd`` (``mode`` forced to ``ssd`` / ``sd``);
+``ceiling`` (a zero-cost ``custom_class`` proposer, ``ceiling_proposer.py``). Every SSD row
+prints its per-step decomposition (``step_decomposition``).
+
     python benchmarks/gpu/bench_gpu.py --pairs qwen7b --out results.jsonl
 """
 from __future__ import annotations
@@ -26,6 +31,7 @@ from benchmarks.provenance import provenance  # noqa: E402
 os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")
 os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+SSD_MODES = {"ssd": "auto", "ssd_ssd": "ssd", "ssd_sd": "sd"}  # method -> setting ``mode``
 PAIRS = {"qwen7b": ("qwen2.5-7b", "qwen2.5-0.5b"), "llama8b": ("llama-3.1-8b", "llama-3.2-1b")}
 
 
@@ -45,12 +51,16 @@ def run_case(case: dict) -> dict:
         kwargs["async_scheduling"] = False
     if case["method"] == "vllm_sd":
         kwargs["speculative_config"] = dict(method="draft_model", model=draft, **spec)
-    elif case["method"] in ("ssd", "ssd_sd"):
+    elif case["method"] == "ceiling":
         kwargs["speculative_config"] = dict(
-            method="ssd", model=draft, mode="sd" if case["method"] == "ssd_sd" else "ssd",
+            method="custom_class", model="benchmarks.gpu.ceiling_proposer.CeilingProposer",
+            **spec)
+    elif case["method"] in SSD_MODES:
+        kwargs["speculative_config"] = dict(
+            method="ssd", model=draft, mode=SSD_MODES[case["method"]],
             draft_device=case["draft_device"], fanout_budget=case["budget"],
-            sim_hit_rate=case["hit_rate"] if case["method"] == "ssd" else None,
-            log_interval_s=0, **case.get("ssd_settings", {}), **spec)
+            sim_hit_rate=case["hit_rate"], log_interval_s=0,
+            **case.get("ssd_settings", {}), **spec)
     start = time.time()
     llm = LLM(**kwargs)
     rows = [dict(case=case, init_s=round(time.time() - start, 1))]
@@ -74,7 +84,28 @@ def time_batch(llm, batch_size: int, output_len: int, sampling_params_cls) -> di
     delta = {k: after[k] - before.get(k, 0.0) for k in after}
     return dict(batch_size=batch_size, seconds=round(seconds, 4),
                 tok_per_s=round(batch_size * output_len / seconds, 1),
-                ms_per_step_per_seq=round(1000 * seconds / output_len, 3), delta=delta)
+                ms_per_step_per_seq=round(1000 * seconds / output_len, 3), delta=delta,
+                per_step=step_decomposition(delta))
+
+
+def step_decomposition(delta: dict) -> dict:
+    """Per draft-server step of an SSD row: target step, proposer round trip, cache build
+    (ms), tokens per row per step, and the share of steps of each plan."""
+    def ratio(a: str, b: str, scale: float = 1.0) -> float | None:
+        return round(scale * delta[a] / delta[b], 3) if delta.get(b) else None
+    steps = sum(delta.get(f"ssd.{key}", 0.0) for key in
+                ("steps_without_speculation", "steps_sd", "steps_ssd"))
+    accepted = ratio("ssd.accepted_tokens", "ssd.outcomes")
+    return {"target_step_ms": ratio("ssd.target_step_seconds", "ssd.target_steps", 1e3),
+            "round_trip_ms": ratio("ssd.round_trip_seconds", "ssd.round_trips", 1e3),
+            "hit_round_trip_ms": ratio("ssd.round_trip_all_hit_seconds",
+                                       "ssd.round_trips_all_hit", 1e3),
+            "build_ms": ratio("ssd.build_seconds", "ssd.build_rounds", 1e3),
+            "tokens_per_row_per_step": None if accepted is None else round(accepted + 1, 3),
+            "plan_share": {plan: round(delta.get(f"ssd.{key}", 0.0) / steps, 3)
+                           for plan, key in (("off", "steps_without_speculation"),
+                                             ("sd", "steps_sd"), ("ssd", "steps_ssd"))}
+            if steps else None}
 
 
 def snapshot(llm) -> dict:
@@ -93,7 +124,7 @@ def snapshot(llm) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pairs", default="qwen7b")
-    parser.add_argument("--methods", default="plain,vllm_sd,ssd_sd,ssd")
+    parser.add_argument("--methods", default="plain,vllm_sd,ceiling,ssd_sd,ssd_ssd,ssd")
     parser.add_argument("--batch-sizes", default="1,4,16,64")
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--budget", type=int, default=8)
@@ -131,7 +162,10 @@ def main() -> None:
             record = json.loads(lines[-1][7:]) if lines else failed
             with open(args.out, "a") as handle:
                 handle.write(json.dumps(record) + "\n")
-            print(json.dumps(record)[:600], flush=True)
+            for row in record[1:] if lines else record:
+                print(json.dumps({"method": method, **{k: v for k, v in row.items()
+                                                       if k not in ("delta", "case")}})[:600],
+                      flush=True)
 
 
 if __name__ == "__main__":

@@ -71,8 +71,8 @@ class FakeTarget:
 
 
 HOST_TIMED = {  # host time of these calls per round (--host-breakdown)
-    "engine": ("step", "build", "_speculate", "_lookup", "_lifecycle", "_observe_build",
-               "_speculation_pays"),
+    "engine": ("step", "build", "_speculate", "_lookup", "_lifecycle", "_observe_build"),
+    "plans": ("choose",),
     "builder": ("collect", "release_branches", "prefill_chunks", "fork", "decode_branches"),
     "passes": ("extend", "decode", "jit", "sample"),
     "runner": ("run", "make_batch", "copy_blocks"),
@@ -84,7 +84,8 @@ HOST_TIMED = {  # host time of these calls per round (--host-breakdown)
 def time_host_calls(engine) -> dict[str, float]:
     """Wraps the methods in HOST_TIMED on their instances; returns the seconds table."""
     owners = {"engine": engine, "builder": engine.builder, "passes": engine.passes,
-              "runner": engine.passes.runner, "table": engine.table, "stats": engine.stats}
+              "runner": engine.passes.runner, "table": engine.table, "stats": engine.stats,
+              "plans": engine.plans}
     seconds: dict[str, float] = {}
 
     def wrap(name, method):

@@ -85,3 +85,15 @@ def test_uneven_lengths_and_max_tokens(tiny):
         outputs = token_ids(llm.generate(prompts, params, use_tqdm=False))
     assert outputs == expected
     assert [len(o) for o in outputs][:7] == [1, 2, 3, 5, 8, 13, 21]
+
+
+def test_greedy_output_stays_the_targets_while_the_route_changes(tiny, reference_outputs):
+    """mode auto with the cache route slowed on purpose: steps run both routes (the early
+    window tries sd, which then measures faster) and the output is the target's."""
+    config = ssd_config(tiny["draft_noisy"], mode="auto", log_interval_s=0, backup="neural",
+                        sim_route_delay_ms={"ssd": 20.0})
+    with make_llm(tiny["target"], speculative_config=config) as llm:
+        outputs = token_ids(llm.generate(PROMPTS, greedy(48), use_tqdm=False))
+        stats = get_ssd_metrics(llm)
+    assert outputs == reference_outputs(48)
+    assert stats["steps_sd"] > 0 and stats["steps_ssd"] > 0

@@ -8,7 +8,7 @@ import pytest
 from benchmarks import report
 from benchmarks.bench_offline import engine_timing, where_the_time_went
 from benchmarks.run_engine import settle
-from benchmarks.summarize import row_metrics, ssd_delta
+from benchmarks.summarize import plan_label, row_metrics, ssd_delta
 
 DATASETS = ("humaneval", "mtbench")
 
@@ -46,8 +46,8 @@ def test_an_engine_that_never_speculated_shows_no_rates_and_says_why():
     readings = [ssd_counters(steps=10 * i, off=10 * i) for i in range(3)]
     row = row_metrics(raw_row(readings, [(0, 0)] * 3))
     assert "hit_rate" not in row and "mean_accepted_length" not in row
-    assert row["plan"] == "ssd" and row["no_speculation_share"] == 1.0
-    assert report.plan_cell(row) == "ssd (100% of steps off)"
+    assert row["plan"] == "auto" and row["no_speculation_share"] == 1.0
+    assert report.plan_cell(row) == "auto (100% of steps off)"
     table = report.markdown([row])
     assert "0.00 / 0%" not in table
     assert table.splitlines()[-1] == "| ssd | 1+1 cores | – (100% of steps off) | – (100% of steps off) |"
@@ -62,7 +62,7 @@ def test_speculation_that_stood_aside_is_named_in_both_tables():
     assert row["hit_rate"] == pytest.approx(2 / 3) and row["mean_accepted_length"] == 2.0
     assert row["per_dataset"]["mtbench"] == {"plan": "stood aside"}  # the server saw no step
     line = report.side_by_side([row]).splitlines()[2]
-    assert line.startswith("| vllm_ssd SSD | stood aside | 1+1 cores |")
+    assert line.startswith("| vllm_ssd default | stood aside | 1+1 cores |")
     assert report.dataset_cell(row["per_dataset"]["humaneval"]) == "2.00 / 67% (stood aside)"
 
 
@@ -97,7 +97,17 @@ def test_a_batch_without_a_reading_is_left_out_not_counted_as_zero():
                                                    accepted=20)]
     row = row_metrics(raw_row(readings, [(0, 0), (0, 0), (20, 20)]))
     assert row["unread_batches"] == 2  # both batches touch the missing reading
-    assert "hit_rate" not in row and row["plan"] == "ssd"
+    assert "hit_rate" not in row and row["plan"] == "auto"
+
+
+def test_the_plan_column_gives_each_plans_share_of_steps():
+    counters = ssd_counters(steps=100, off=10, lookups=60, hits=50, outcomes=90, accepted=180)
+    counters.update(steps_sd=25.0, steps_ssd=65.0)
+    assert plan_label(counters, "ssd") == "ssd 65% · sd 25% · off 10%"
+    assert plan_label({**counters, "steps_sd": 0.0, "steps_ssd": 88.0, "steps_without_speculation": 2.0},
+                      "ssd") == "ssd 98%"  # under 5%: left out
+    assert plan_label(ssd_counters(steps=10), "ssd_sd") == "sd"  # no plan counters: the mode
+    assert plan_label({**counters, "stood_aside": 1.0}, "ssd") == "stood aside"
 
 
 def test_the_server_counters_are_taken_once_two_readings_agree():

@@ -215,13 +215,13 @@ def test_measured_rates_decide_once_both_kinds_of_round_were_seen():
     policy.p_hit.value = 0.1
     assert not policy.speculation_pays(64, jit_seconds=0.05, deadline=1.5)
     for _ in range(3):
-        policy.observe_round(tokens_per_row=3.0, seconds=0.010, had_drafts=True)  # 300 tok/s
+        policy.observe_round(tokens_per_row=3.0, seconds=0.010, route="ssd")  # 300 tok/s
     assert not policy.speculation_pays(64, jit_seconds=0.05, deadline=1.5)  # plain unseen
     for _ in range(3):
-        policy.observe_round(tokens_per_row=1.0, seconds=0.005, had_drafts=False)  # 200 tok/s
+        policy.observe_round(tokens_per_row=1.0, seconds=0.005, route=None)  # 200 tok/s
     assert policy.speculation_pays(64, jit_seconds=0.05, deadline=1.5)
     for _ in range(20):
-        policy.observe_round(tokens_per_row=1.0, seconds=0.002, had_drafts=False)  # 500 tok/s
+        policy.observe_round(tokens_per_row=1.0, seconds=0.002, route=None)  # 500 tok/s
     assert not policy.speculation_pays(64, jit_seconds=0.05, deadline=1.5)
 
 
@@ -234,3 +234,19 @@ def test_measured_rate_corrects_its_start_up_bias():
     assert rate.value is None
     rate.update(100.0)
     assert rate.value == pytest.approx(100.0)
+
+
+def test_rounds_with_drafts_are_measured_by_route():
+    """Each route keeps its own rate; rounds with drafts read as the preferred route's,
+    or as the measured one while the preferred route is unmeasured."""
+    policy = make_policy()
+    for _ in range(3):
+        policy.observe_round(tokens_per_row=2.0, seconds=0.010, route="sd")  # 200 tok/s
+    assert policy.route_rates["ssd"].value is None
+    assert policy.speculative_rate.value == pytest.approx(200.0)  # ssd unmeasured: sd's
+    for _ in range(3):
+        policy.observe_round(tokens_per_row=3.0, seconds=0.010, route="ssd")  # 300 tok/s
+    assert policy.speculative_rate.value == pytest.approx(300.0)  # ssd preferred
+    policy.preferred_route = "sd"
+    assert policy.speculative_rate.value == pytest.approx(200.0)
+    assert policy.plain_rate.value is None

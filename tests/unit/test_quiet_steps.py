@@ -95,13 +95,13 @@ def test_a_clear_margin_is_explored_less_often(tiny):
     assert all(replies[i][0] > 0 for i in range(2, CLEAR_EXPLORE_EVERY))
     assert replies[CLEAR_EXPLORE_EVERY][0] == 0
     assert replies[CLEAR_EXPLORE_EVERY][1] == EXPLORE_STEPS - 1
-    assert clear.switch.measured_batch_size == 1
+    assert clear.plans.switch.measured_batch_size == 1
     margin = clear.policy.measured_margin()
     assert exploration_period(margin, 2, 1) == CLEAR_EXPLORE_EVERY
     assert exploration_period(margin, 4, 1) == EXPLORE_EVERY  # another batch: measure again
     close = measured(make_engine(tiny, pays=True), with_drafts=1.2, without_drafts=1.0)
     run_steps(close, EXPLORE_EVERY + EXPLORE_STEPS + 2)
-    assert close.switch.measured_batch_size == 1
+    assert close.plans.switch.measured_batch_size == 1
     assert exploration_period(close.policy.measured_margin(), 1, 1) == EXPLORE_EVERY  # 1.2: no clear margin
 
 
@@ -109,11 +109,11 @@ def test_a_clear_measured_loss_stands_aside_at_once_and_for_good(tiny):
     """The first step at which both kinds of round are measured takes the verdict (no
     waiting for a window end); a draft on cores of its own that loses stops for good."""
     engine = measured(make_engine(tiny, pays=True), with_drafts=1.0, without_drafts=2.0)
-    engine.core_gain = 2.0
+    engine.plans.core_gain = 2.0
     replies = run_steps(engine, 3)
-    assert engine.stand_aside_reason and "1.00 tokens/s" in engine.stand_aside_reason
+    assert engine.plans.stand_aside_reason and "1.00 tokens/s" in engine.plans.stand_aside_reason
     assert engine.stats.scalars["stood_aside"] == 1.0
     assert all(drafts == 0 for drafts, _ in replies[1:])  # drafting stopped
     shared = measured(make_engine(tiny, pays=True), with_drafts=1.0, without_drafts=2.0)
     run_steps(shared, 3)  # no cores of its own (core_gain 1): the switch decides instead
-    assert not shared.stand_aside_reason
+    assert not shared.plans.stand_aside_reason

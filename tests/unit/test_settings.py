@@ -10,7 +10,7 @@ from vllm_ssd.validation import check_num_speculative_tokens, resolve_device
 
 def test_defaults_run_on_cpu():
     settings = resolve_settings(environ={})
-    assert settings.mode == "ssd" and settings.draft_device == "auto"
+    assert settings.mode == "auto" and settings.draft_device == "auto"
     assert resolve_device("auto", target_gpus=1) in ("cpu", "cuda:0", "cuda:1")
 
 

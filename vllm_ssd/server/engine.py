@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
 from functools import partial
 from typing import Callable
 
@@ -22,10 +21,10 @@ from vllm_ssd.server.prefill_pacer import PrefillPacer
 from vllm_ssd.server.policy import (SOURCE_CACHE, SOURCE_NEURAL, SOURCE_NGRAM, SOURCE_NONE,
                                     SpeculationPolicy)
 from vllm_ssd.server.modes import MODES
+from vllm_ssd.server.plan_choice import PlanChooser
 from vllm_ssd.server.spec_cache import SpeculationCache
 from vllm_ssd.server.state import RequestTable
 from vllm_ssd.server.stats import ServerStats
-from vllm_ssd.server.switch import SwitchState, decide, stand_aside_verdict
 from vllm_ssd.settings import DEVICE_DEFAULTS, SSDSettings
 
 logger = logging.getLogger(__name__)
@@ -37,7 +36,7 @@ class StepEngine:
                  max_slots: int, max_len: int, stats: ServerStats, core_gain: float = 1.0):
         """core_gain: the target's cores x this with the draft's (see ``switch``)."""
         self.settings = settings
-        self.mode = MODES[settings.mode]
+        self.mode = MODES["sd" if settings.mode == "sd" else "ssd"]  # this step's route
         self.max_drafts = max_drafts
         self.blocks = BlockManager(runner.num_blocks, runner.block_size, reserved=1)
         self.table = RequestTable(max_slots, max_len, max_drafts, self.blocks)
@@ -53,14 +52,14 @@ class StepEngine:
             runner.capture_graphs(rows, self.table.block_tables.shape[1])
             self.passes.pad_queries = runner.graphs is not None
         self.stats = stats
+        self.plans = PlanChooser(settings, self.policy, stats, core_gain)
         self.rng = np.random.default_rng(settings.seed)
         self.pending_build = np.zeros(0, dtype=np.int64)
         self.num_steps = 0
-        self.switch = SwitchState()
-        self.core_gain = core_gain
-        self.stand_aside_reason = ""  # set once speculation stands aside for good
         self.last_all_hit = False
         self.last_had_drafts = False
+        self.last_plan, self.last_route = "off", None  # the last step's plan; its route,
+        # None for the first ssd step after another plan (no cache yet: not that route's rate)
         self.observations: list[Callable[[], None]] = []  # deferred by step (see there)
 
     def step(self, request: P.StepRequest) -> P.StepReply:
@@ -77,25 +76,35 @@ class StepEngine:
         outcomes = self.table.apply_deltas(slots, delta_lens, P.unpack(request.new_tokens),
                                            P.unpack(request.is_step_delta, np.uint8) > 0)
         sources = self.table.draft_source[slots]
-        speculate = self._speculation_pays(len(slots))
+        plan = self.plans.choose(self.num_steps, len(slots))
+        speculate = plan != "off"
+        if speculate:
+            self.mode = MODES[plan]
+            time.sleep(self.settings.sim_route_delay_ms.get(plan, 0.0) / 1e3)
         admitted = self._admit(slots, caps > 0) if speculate else np.zeros(len(slots), bool)
         drafts, lens, source, lookup = self._speculate(slots, outcomes,
                                                        np.where(admitted, caps, 0))
         self.table.set_drafts(slots, drafts, lens, source)
-        previous = (self.last_had_drafts, self.last_all_hit)  # what produced these outcomes
+        previous = (self.last_had_drafts, self.last_all_hit, self.last_route)  # what
+        # produced these outcomes
+        self.last_route = plan if plan != "ssd" or self.last_plan == "ssd" else None
+        self.last_plan = plan
         wanted = caps > 0
         self.last_all_hit = bool(wanted.any() and (source[wanted] == SOURCE_CACHE).all())
         self.last_had_drafts = bool(lens.sum() > 0)
         self.pending_build = slots[admitted] if self.mode.builds_cache else slots[:0]
         self.num_steps += 1
         keep = np.arange(self.max_drafts)[None, :] < lens[:, None]
+        tokens_per_row = float(delta_lens.mean()) if len(delta_lens) else 0.0  # every row's,
+        # drafted or not: what the round gave
         self.observations.append(partial(self._observe_step, request, report, outcomes, sources,
-                                         lookup, lens, time.perf_counter() - start, *previous))
+                                         lookup, lens, time.perf_counter() - start, tokens_per_row,
+                                         *previous))
         return P.StepReply(seq=request.seq, num_drafts=P.pack(lens), draft_tokens=P.pack(drafts[keep]),
                            is_hit=P.pack(source == SOURCE_CACHE, np.uint8),
                            stats=self.stats.snapshot() if request.wants_stats else {},
-                           quiet_steps=max(self.switch.quiet_until - self.num_steps, 0),
-                           stand_aside=self.stand_aside_reason)
+                           quiet_steps=max(self.plans.switch.quiet_until - self.num_steps, 0),
+                           stand_aside=self.plans.stand_aside_reason)
 
     def observe(self) -> None:
         """Runs the bookkeeping deferred by ``step``."""
@@ -104,8 +113,10 @@ class StepEngine:
             observation()
 
     def _observe_step(self, request, report, outcomes, sources, lookup, lens, seconds: float,
-                      had_drafts: bool, all_hit: bool) -> None:
-        """had_drafts, all_hit: of the round whose outcomes this step brought."""
+                      tokens_per_row: float, had_drafts: bool, all_hit: bool,
+                      route: str | None) -> None:
+        """tokens_per_row: new tokens per row this step brought; had_drafts, all_hit, route: of
+        the round that produced them."""
         self.stats.observe_step(outcomes, sources, lens, seconds)
         if report is not None:
             self._observe_build(report)
@@ -116,56 +127,16 @@ class StepEngine:
         if request.target_step_s > 0:
             self.policy.observe_target_step(request.target_step_s, had_drafts)
             self.stats.observe_target_step(request.target_step_s)
-            if outcomes.is_outcome.any():
-                tokens_per_row = float(outcomes.num_accepted[outcomes.is_outcome].mean()) + 1.0
+            if tokens_per_row > 0:
                 seconds = request.target_step_s + max(request.previous_round_trip_s, 0.0)
-                self.policy.observe_round(tokens_per_row, seconds, had_drafts)
+                if route is not None or not had_drafts:
+                    self.policy.observe_round(tokens_per_row, seconds,
+                                              route if had_drafts else None)
                 logger.debug("round: %.2f tokens/row in %.1f ms (target %.1f), drafts %s",
                              tokens_per_row, 1e3 * seconds, 1e3 * request.target_step_s,
                              had_drafts)
         if request.previous_round_trip_s > 0:
             self.stats.observe_round_trip(request.previous_round_trip_s, all_hit)
-
-    def _speculation_pays(self, batch_size: int) -> bool:
-        """Whether this step speculates (see ``switch``); always where the mode or the
-        settings fix it."""
-        if not self.mode.may_switch_off(self.settings.build_plan, self.settings.backup):
-            return True
-        if self.stand_aside_reason:
-            return False
-        pays = False
-        if self.num_steps >= self.switch.quiet_until:
-            jit = self.policy.jit_seconds(batch_size, self.policy.plan.depth)
-            pays = self.policy.speculation_pays(batch_size, jit, self.settings.build_deadline)
-        margin = self.policy.measured_margin()
-        decision = decide(self.num_steps, batch_size, pays, margin, self.switch)
-        self.switch = replace(decision.state, judged=margin is not None)
-        if decision.window_ended or not (decision.state.judged or margin is None):
-            logger.info("speculation %s: %s vs %s tokens/s per row measured with / without "
-                        "drafts", "on" if pays else "off", self.policy.speculative_rate.value,
-                        self.policy.plain_rate.value)
-            if self.settings.stand_aside:
-                self._judge_standing_aside()
-        self.stats.scalars["steps_without_speculation"] += 0.0 if decision.speculate else 1.0
-        return decision.speculate
-
-    def _judge_standing_aside(self) -> None:
-        """At a window end: stand aside for good where speculation measured a loss even
-        against plain decoding on the target's cores plus the draft's."""
-        policy = self.policy
-        speculative, plain = policy.speculative_rate.value, policy.plain_rate.value
-        verdict, losing = stand_aside_verdict(speculative, plain, self.core_gain,
-                                              self.switch.losing_windows)
-        self.switch = replace(self.switch, losing_windows=losing)
-        if not verdict:
-            return
-        self.stand_aside_reason = (
-            f"rounds with drafts made {speculative:.2f} tokens/s per row, rounds without "
-            f"{plain:.2f} (x{self.core_gain:.1f} cores once the draft's are free); a draft "
-            f"forward takes {1e3 * float(policy.step_cost.predict(1)):.1f} ms against a "
-            f"target step of {1e3 * (policy.target_step_s.value or 0.0):.1f} ms")
-        self.stats.scalars["stood_aside"] = 1.0
-        logger.warning("speculation stands aside for good: %s", self.stand_aside_reason)
 
     def _admit(self, slots: np.ndarray, wanted: np.ndarray) -> np.ndarray:
         """Rows whose KV fits this round (the rest get no drafts, counted, until it does)."""
@@ -197,6 +168,8 @@ class StepEngine:
             drafts[hit.is_hit] = hit.drafts[hit.is_hit]
             lens = np.minimum(hit.num_drafts, caps)
             source[hit.is_hit] = SOURCE_CACHE
+        else:
+            self.cache.clear(slots)  # a build of an earlier ssd step must never hit later
         uncached = self.table.num_tokens[slots] - self.table.path_cached[slots]
         missed = ~(source == SOURCE_CACHE) & (caps > 0) & \
             ~self.mode.needs_catch_up(uncached, self.max_drafts)

@@ -1,9 +1,9 @@
-"""The two ways the server drafts (setting ``mode``), as strategies the engine calls.
+"""The two routes of a speculating step (``mode: ssd`` / ``sd`` fix one; ``auto`` chooses
+per step, see ``plan_choice``), as strategies the engine calls.
 
 ``ssd``: the speculation cache. Each step looks the outcomes up in the cache built during
 the last target step; misses get a backup (a just-in-time neural draft or the n-gram,
-chosen by the speed model); a cache build for the next round follows the reply; the
-switch may turn speculation off where it does not pay.
+chosen by the speed model); a cache build for the next round follows the reply.
 ``sd``: the baseline. No cache; after every outcome the draft runs just in time, K tokens.
 """
 from __future__ import annotations
@@ -16,9 +16,6 @@ from vllm_ssd.server.policy import SpeculationPolicy
 class SpeculationCacheMode:
     name = "ssd"
     builds_cache = True
-
-    def may_switch_off(self, build_plan: str, backup: str) -> bool:
-        return build_plan == "auto" and backup == "auto"
 
     def backup_plan(self, policy: SpeculationPolicy, batch_size: int, num_missed: int,
                     max_drafts: int) -> tuple[str, int]:
@@ -35,9 +32,6 @@ class SpeculationCacheMode:
 class DraftAfterOutcomeMode:
     name = "sd"
     builds_cache = False
-
-    def may_switch_off(self, build_plan: str, backup: str) -> bool:
-        return False
 
     def backup_plan(self, policy: SpeculationPolicy, batch_size: int, num_missed: int,
                     max_drafts: int) -> tuple[str, int]:

@@ -44,7 +44,10 @@ class SpeculationPolicy:
         self.target_step_s = Ewma(None, weight=0.2)  # a target step verifying drafts
         self.plain_step_s = Ewma(None, weight=0.2)  # a target step without drafts
         # measured tokens per row per second of whole rounds (target step + proposer wait)
-        self.speculative_rate, self.plain_rate = MeasuredRate(), MeasuredRate()
+        # by the route that drafted them (see ``route``) and without drafts
+        self.route_rates = {"ssd": MeasuredRate(), "sd": MeasuredRate()}
+        self.plain_rate = MeasuredRate()
+        self.preferred_route = "ssd"  # the route speculating steps take outside windows
         # seconds per draft forward: a branch step and a glue pass of a cache build; per
         # drafted token of a just-in-time draft (its catch-up, decode and fetch included)
         self.step_cost = LinearCost(0.01, 0.001, relative_slope=relative_row_cost)
@@ -107,8 +110,18 @@ class SpeculationPolicy:
     def observe_target_step(self, seconds: float, verified_drafts: bool) -> None:
         (self.target_step_s if verified_drafts else self.plain_step_s).update(seconds)
 
-    def observe_round(self, tokens_per_row: float, seconds: float, had_drafts: bool) -> None:
-        (self.speculative_rate if had_drafts else self.plain_rate).update(tokens_per_row / seconds)
+    @property
+    def speculative_rate(self) -> MeasuredRate:
+        """Rounds with drafts: the preferred route's, or the other's while it is unmeasured."""
+        preferred = self.route_rates[self.preferred_route]
+        if preferred.value is not None:
+            return preferred
+        return max(self.route_rates.values(), key=lambda rate: rate.samples)
+
+    def observe_round(self, tokens_per_row: float, seconds: float, route: str | None) -> None:
+        """route: the route that drafted the round (None: a round without drafts)."""
+        rate = self.plain_rate if route is None else self.route_rates[route]
+        rate.update(tokens_per_row / seconds)
 
     def measured_margin(self) -> float | None:
         """How many times faster the better of rounds with / without drafts was measured;

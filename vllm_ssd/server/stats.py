@@ -20,6 +20,7 @@ SCALARS = (
     "steps_without_speculation", "plan_budget_sum", "plan_depth_sum", "step_cost_1_row_s_sum",
     "step_cost_8_rows_s_sum", "target_steps", "target_step_seconds",
     "rejected_frames", "foreign_frames", "deadline_misses", "rows_without_kv", "stood_aside",
+    "steps_sd", "steps_ssd",
 )
 
 
@@ -90,6 +91,10 @@ class ServerStats:
         s["plan_depth_sum"] += depth
         s["step_cost_1_row_s_sum"] += cost_1_row
         s["step_cost_8_rows_s_sum"] += cost_8_rows
+
+    def observe_plan_choice(self, plan: str) -> None:
+        """A step's plan: ``off``, ``sd`` or ``ssd``."""
+        self.scalars["steps_without_speculation" if plan == "off" else f"steps_{plan}"] += 1.0
 
     def observe_build(self, report, target_step_s: float) -> None:
         s = self.scalars

@@ -43,6 +43,8 @@ COUNTERS = (
     ("vllm:ssd_lookups_per_k", "lookups_per_k", "k", "Cache lookups by accepted count k"),
 )
 
+PLAN_STEPS = {"off": "steps_without_speculation", "sd": "steps_sd", "ssd": "steps_ssd"}
+
 
 def summary(stats: dict[str, float]) -> dict[str, float]:
     """Derived rates from cumulative (or delta) stats."""
@@ -222,6 +224,12 @@ class SSDMetricsCollector:
         for kind in ("neural", "ngram"):
             yield CounterMetricFamily(f"vllm:ssd_backup_{kind}_rows", f"Rows drafted by the "
                                       f"{kind} backup", value=stats.get(f"backup_{kind}_rows", 0.0))
+        plans = CounterMetricFamily("vllm:ssd_steps_by_plan", "Draft-server steps by plan: "
+                                    "no drafts, just-in-time drafts, speculation cache",
+                                    labels=["plan"])
+        for plan, key in PLAN_STEPS.items():
+            plans.add_metric([plan], stats.get(key, 0.0))
+        yield plans
         rates = summary(stats)
         yield GaugeMetricFamily("vllm:ssd_stood_aside", "1 once speculation stood aside for "
                                 "good (it measured a loss)", value=stats.get("stood_aside", 0.0))

@@ -85,12 +85,13 @@ def time_batch(llm, batch_size: int, output_len: int, sampling_params_cls) -> di
     return dict(batch_size=batch_size, seconds=round(seconds, 4),
                 tok_per_s=round(batch_size * output_len / seconds, 1),
                 ms_per_step_per_seq=round(1000 * seconds / output_len, 3), delta=delta,
-                per_step=step_decomposition(delta))
+                per_step=step_decomposition(delta, batch_size * output_len))
 
 
-def step_decomposition(delta: dict) -> dict:
+def step_decomposition(delta: dict, tokens: int) -> dict:
     """Per draft-server step of an SSD row: target step, proposer round trip, cache build
-    (ms), tokens per row per step, and the share of steps of each plan."""
+    (ms), tokens per row per step (the run's ``tokens`` over its row-steps, rows with and
+    without drafts), the tokens per verified draft row, and the share of steps of each plan."""
     def ratio(a: str, b: str, scale: float = 1.0) -> float | None:
         return round(scale * delta[a] / delta[b], 3) if delta.get(b) else None
     steps = sum(delta.get(f"ssd.{key}", 0.0) for key in
@@ -101,7 +102,9 @@ def step_decomposition(delta: dict) -> dict:
             "hit_round_trip_ms": ratio("ssd.round_trip_all_hit_seconds",
                                        "ssd.round_trips_all_hit", 1e3),
             "build_ms": ratio("ssd.build_seconds", "ssd.build_rounds", 1e3),
-            "tokens_per_row_per_step": None if accepted is None else round(accepted + 1, 3),
+            "tokens_per_row_per_step": round(tokens / delta["ssd.rows"], 3)
+            if delta.get("ssd.rows") else None,
+            "tokens_per_drafted_row": None if accepted is None else round(accepted + 1, 3),
             "plan_share": {plan: round(delta.get(f"ssd.{key}", 0.0) / steps, 3)
                            for plan, key in (("off", "steps_without_speculation"),
                                              ("sd", "steps_sd"), ("ssd", "steps_ssd"))}

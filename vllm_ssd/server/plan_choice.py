@@ -41,16 +41,16 @@ class PlanChooser:
 
     def choose(self, step: int, batch_size: int) -> str:
         """The plan of step number ``step``: ``off``, ``sd`` or ``ssd``."""
-        route = self._route(step)
+        route = self._route(step, batch_size)
         plan = route if self._speculates(step, batch_size) else "off"
         self.stats.observe_plan_choice(plan)
         return plan
 
-    def _route(self, step: int) -> str:
+    def _route(self, step: int, batch_size: int) -> str:
         if self.settings.mode != "auto":
             return self.settings.mode
         rates = {name: rate.value for name, rate in self.policy.route_rates.items()}
-        decision = choose_route(step, rates, self.route)
+        decision = choose_route(step, batch_size, rates, self.route)
         if decision.window_ended:
             logger.info("speculation route %s -> %s: %s tokens/s per row measured by route",
                         self.route.preferred, decision.state.preferred,

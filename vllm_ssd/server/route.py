@@ -11,16 +11,20 @@ takes one of two routes:
 The route with the most tokens per row per second of whole rounds (target step + the
 proposer's wait) runs; for ROUTE_WINDOW_STEPS of every ROUTE_EXPLORE_EVERY steps the other
 route runs, so both stay measured as the regime changes (a window measures its route
-anew). The first window comes early
-(ROUTE_FIRST_WINDOW), while the other route is unmeasured. A switch needs the other route
-measured ROUTE_HYSTERESIS times faster: measurements of nearly equal routes do not flap.
+anew). The first window comes early (ROUTE_FIRST_WINDOW), while the other route is
+unmeasured. Once the preferred route measured clearly faster at about this batch size, the
+windows come as seldom as the on/off switch's do then (``switch.exploration_period``). A
+switch needs the other route measured ROUTE_HYSTERESIS times faster: measurements of nearly
+equal routes do not flap.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from vllm_ssd.server.switch import exploration_period
+
 ROUTES = ("ssd", "sd")
-ROUTE_EXPLORE_EVERY = 64  # steps between windows of the other route
+ROUTE_EXPLORE_EVERY = 64  # steps between windows of the other route (unless clear)
 ROUTE_PHASE = 32  # a window's offset in that period (the on/off switch explores at 0)
 ROUTE_WINDOW_STEPS = 8  # steps of one window
 ROUTE_FIRST_WINDOW = 16  # the early window, after the on/off switch's early one
@@ -31,6 +35,7 @@ ROUTE_HYSTERESIS = 1.05  # the other route must measure this many times faster
 class RouteState:
     preferred: str = "ssd"  # the route steps take outside windows
     window_start: int = -1  # first step of the window in progress (-1: none)
+    measured_batch_size: int = 0  # batch size at the end of the last window
 
 
 @dataclass(frozen=True)
@@ -55,21 +60,32 @@ def preferred_after_window(preferred: str, rates: dict[str, float | None]) -> st
     return preferred
 
 
-def window_starts_at(step: int, rates: dict[str, float | None], preferred: str) -> bool:
-    other_unmeasured = rates.get(other_route(preferred)) is None
-    if other_unmeasured and step == ROUTE_FIRST_WINDOW:
+def preferred_margin(preferred: str, rates: dict[str, float | None]) -> float | None:
+    """How many times faster the preferred route measured than the other (None: unmeasured)."""
+    current, other = rates.get(preferred), rates.get(other_route(preferred))
+    if current is None or other is None or other <= 0:
+        return None
+    return current / other
+
+
+def window_starts_at(step: int, batch_size: int, rates: dict[str, float | None],
+                     state: RouteState) -> bool:
+    if rates.get(other_route(state.preferred)) is None and step == ROUTE_FIRST_WINDOW:
         return True
-    return step >= ROUTE_EXPLORE_EVERY and step % ROUTE_EXPLORE_EVERY == ROUTE_PHASE
+    period = max(ROUTE_EXPLORE_EVERY, exploration_period(
+        preferred_margin(state.preferred, rates), batch_size, state.measured_batch_size))
+    return step >= period and step % period == ROUTE_PHASE
 
 
-def choose_route(step: int, rates: dict[str, float | None], state: RouteState) -> RouteDecision:
-    """The route of step number ``step`` given each route's measured rate (None while
-    unmeasured)."""
+def choose_route(step: int, batch_size: int, rates: dict[str, float | None],
+                 state: RouteState) -> RouteDecision:
+    """The route of step number ``step`` at ``batch_size`` rows given each route's measured
+    rate (None while unmeasured)."""
     window_ended = False
     if state.window_start >= 0 and step >= state.window_start + ROUTE_WINDOW_STEPS:
-        state = RouteState(preferred_after_window(state.preferred, rates), -1)
+        state = RouteState(preferred_after_window(state.preferred, rates), -1, batch_size)
         window_ended = True
-    if state.window_start < 0 and window_starts_at(step, rates, state.preferred):
-        state = RouteState(state.preferred, step)
+    if state.window_start < 0 and window_starts_at(step, batch_size, rates, state):
+        state = RouteState(state.preferred, step, state.measured_batch_size)
     route = other_route(state.preferred) if state.window_start >= 0 else state.preferred
     return RouteDecision(route, state, window_ended)

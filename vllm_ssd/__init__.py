@@ -13,9 +13,11 @@ __all__ = ["SSDProposer", "get_ssd_metrics", "register"]
 
 def register() -> None:
     from vllm_ssd.vllm_seam.plugin import install, share_vllm_logging
+    from vllm_ssd.vllm_seam.quiet_wait import install_quiet_wait
 
     share_vllm_logging()
     install()
+    install_quiet_wait()
 
 
 def __getattr__(name: str):

@@ -15,7 +15,9 @@ PREFIX = "VLLM_SSD_"
 # Not settings:
 CONFIG_FILE = "VLLM_SSD_CONFIG"  # path of a JSON file of SSD settings
 MODELS_DIR = "VLLM_SSD_MODELS"  # where examples/benchmarks build the offline Qwen pair
-OTHER_VARIABLES = (CONFIG_FILE, MODELS_DIR)
+QUIET_WAIT = "VLLM_SSD_QUIET_WAIT"  # "1": set by the front end for a CPU target, read by
+# the vLLM processes it starts (``vllm_seam.quiet_wait``)
+OTHER_VARIABLES = (CONFIG_FILE, MODELS_DIR, QUIET_WAIT)
 
 
 
@@ -40,6 +42,11 @@ def setting_variables(fields: list[str],
             raise KeyError(name)
         found[known[name]] = value
     return found
+
+
+def quiet_wait(environ: dict[str, str] | None = None) -> bool:
+    environ = os.environ if environ is None else environ
+    return environ.get(QUIET_WAIT) == "1"
 
 
 def config_file(environ: dict[str, str] | None = None) -> str | None:

@@ -120,6 +120,7 @@ def _finish(settings: SSDSettings, engine_args, target_model_config, target_para
             num_speculative_tokens) -> SSDSettings:
     from vllm_ssd.runtime_files import new_engine_dir
     from vllm_ssd.vllm_seam.metrics import register_collector
+    from vllm_ssd.vllm_seam.quiet_wait import request_quiet_wait
     from vllm_ssd.validation import validate_for_target
 
     target_gpus = target_parallel_config.world_size if target_parallel_config else 1
@@ -127,8 +128,16 @@ def _finish(settings: SSDSettings, engine_args, target_model_config, target_para
                                    num_speculative_tokens, target_gpus)
     runtime_dir = new_engine_dir()
     register_collector()
+    if _target_on_cpu():
+        request_quiet_wait()
     load_format = "dummy" if str(getattr(engine_args, "load_format", "")) == "dummy" else "auto"
     return settings.model_copy(update={"runtime_dir": runtime_dir, "load_format": load_format})
+
+
+def _target_on_cpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()
 
 
 def settings_from_vllm_config(vllm_config) -> SSDSettings:

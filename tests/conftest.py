@@ -28,6 +28,19 @@ PROMPTS = [
 ]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def process_state_restored():
+    """Each test module leaves the test process as it found it: an in-process engine with
+    SSD sets variables for the processes vLLM starts (``VLLM_SSD_QUIET_WAIT``) and pins
+    this process to the target's cores; neither may reach the next module."""
+    environment = dict(os.environ)
+    affinity = os.sched_getaffinity(0)
+    yield
+    os.environ.clear()
+    os.environ.update(environment)
+    os.sched_setaffinity(0, affinity)
+
+
 @pytest.fixture(scope="session")
 def tiny() -> dict[str, Path]:
     import hashlib

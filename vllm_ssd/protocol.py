@@ -27,6 +27,8 @@ class Hello(msgspec.Struct, tag="hello"):
     stats_base: dict[str, float] = {}  # counters carried over from a crashed server
     core_gain: float = 1.0  # the target's cores would grow this many times with the
     # draft's (a CPU draft on cores of its own); weighs the stand-aside verdict
+    shares_target_gpu: bool = False  # the draft runs on a GPU of the target's: cache builds
+    # slow the target's steps, so just-in-time drafts are the route to beat
 
 
 class HelloReply(msgspec.Struct, tag="hello_reply"):

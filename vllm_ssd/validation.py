@@ -90,6 +90,20 @@ def resolve_device(spec: str, target_gpus: int) -> str:
                          "use auto, cpu, cuda or cuda:N")
 
 
+def shares_gpu(draft_device: str, target_device: str | None, current_index: int = 0) -> bool:
+    """Whether a draft on ``draft_device`` (as ``resolve_device`` names it) runs on the
+    target's GPU, ``target_device`` as torch names it ('cuda:1', 'cpu'; a bare 'cuda' is
+    GPU ``current_index``)."""
+    target = str(target_device or "")
+    if not draft_device.startswith("cuda") or not target.startswith("cuda"):
+        return False
+
+    def index(name: str, default: int) -> int:
+        number = name.partition(":")[2]
+        return int(number) if number else default
+    return index(draft_device, 0) == index(target, current_index)
+
+
 def check_quantization(quantization: str, device: str) -> None:
     if quantization == "int8" and device != "cpu":
         raise SSDConfigError(f"vllm_ssd: unusable SSD setting 'draft_quantization' = "

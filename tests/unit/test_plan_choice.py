@@ -9,7 +9,7 @@ import pytest
 
 from vllm_ssd import protocol as P
 from vllm_ssd.server.factory import build_engine
-from vllm_ssd.server.route import ROUTE_PHASE, ROUTE_WINDOW_STEPS
+from vllm_ssd.server.route import ROUTE_FIRST_WINDOW, ROUTE_PHASE, ROUTE_WINDOW_STEPS
 from vllm_ssd.server.switch import CLEAR_EXPLORE_EVERY
 from vllm_ssd.settings import SSDSettings
 
@@ -19,12 +19,13 @@ SLOW_MS = 30.0  # slower than a just-in-time draft, not slower than decoding wit
 PHASE_STEPS = 110  # steps per request (4 tokens a step fit the 512-token context)
 
 
-def make_engine(tiny, **extra):
+def make_engine(tiny, shares_target_gpu=False, **extra):
     settings = SSDSettings(draft_model=str(tiny["draft"]), draft_device="cpu",
                            enforce_eager=True, fanout_budget=2, sim_hit_rate=1.0, backup="neural",
                            sim_ms_per_token=3.0, **extra)
     hello = P.Hello(version=P.PROTOCOL_VERSION, token="", num_speculative_tokens=K,
-                    target_vocab_size=512, max_model_len=512, max_num_seqs=2)
+                    target_vocab_size=512, max_model_len=512, max_num_seqs=2,
+                    shares_target_gpu=shares_target_gpu)
     return build_engine(settings, hello)
 
 
@@ -67,6 +68,14 @@ def test_the_plan_leaves_a_slowed_route_and_comes_back_when_it_is_fast_again(tin
     after = engine.stats.scalars
     assert after["steps_ssd"] - before["steps_ssd"] > after["steps_sd"] - before["steps_sd"]
     assert after["hits"] > before["hits"]  # the cache served again
+
+
+def test_a_draft_on_the_target_gpu_drafts_just_in_time_until_the_cache_measured_faster(tiny):
+    engine = make_engine(tiny, shares_target_gpu=True)
+    play(engine, slot=0, steps=ROUTE_FIRST_WINDOW)
+    assert engine.stats.scalars["steps_ssd"] == 0 and engine.stats.scalars["steps_sd"] > 0
+    play(engine, slot=1, steps=ROUTE_WINDOW_STEPS, finished=[0])
+    assert engine.stats.scalars["steps_ssd"] > 0  # the early window measures the cache
 
 
 def test_a_fixed_mode_never_changes_route(tiny):

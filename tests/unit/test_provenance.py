@@ -42,6 +42,17 @@ def test_a_copied_tree_records_no_commit_and_says_why(tmp_path):
     assert "not a git checkout" in state["commit_note"]
 
 
+def test_a_copied_tree_records_the_commit_its_sender_stated(tmp_path, monkeypatch):
+    from benchmarks.provenance import SOURCE_COMMIT_VARIABLE, git_state
+
+    monkeypatch.setenv(SOURCE_COMMIT_VARIABLE, "8ebdf4e" + "0" * 33 + "+dirty")
+    state = git_state(tmp_path)
+    assert state["commit"] == "8ebdf4e" + "0" * 33 and state["dirty"] is True
+    assert SOURCE_COMMIT_VARIABLE in state["commit_note"]
+    monkeypatch.setenv(SOURCE_COMMIT_VARIABLE, "8ebdf4e")
+    assert git_state(tmp_path)["dirty"] is False
+
+
 def test_a_cuda_run_names_the_gpu_not_the_cpu(monkeypatch):
     from benchmarks import provenance as module
 

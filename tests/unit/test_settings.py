@@ -5,7 +5,7 @@ import pytest
 
 from vllm_ssd.settings import SSDConfigError, resolve_settings
 from vllm_ssd.settings import parse_cpu_list
-from vllm_ssd.validation import check_num_speculative_tokens, resolve_device
+from vllm_ssd.validation import check_num_speculative_tokens, resolve_device, shares_gpu
 
 
 def test_defaults_run_on_cpu():
@@ -52,6 +52,13 @@ def test_devices_and_cpu_lists():
         resolve_device("cuda:7", 1)
     with pytest.raises(SSDConfigError, match="draft_device"):
         resolve_device("tpu", 1)
+
+
+def test_a_draft_shares_the_target_gpu_only_on_the_same_index():
+    assert shares_gpu("cuda:0", "cuda:0") and shares_gpu("cuda:1", "cuda", current_index=1)
+    assert not shares_gpu("cuda:1", "cuda:0") and not shares_gpu("cuda:0", "cuda", 1)
+    assert not shares_gpu("cpu", "cpu") and not shares_gpu("cuda:0", "cpu")
+    assert not shares_gpu("cuda:0", None)
 
 
 def test_every_user_setting_has_an_environment_variable():

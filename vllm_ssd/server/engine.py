@@ -33,8 +33,10 @@ REPLAN_EVERY = 16  # steps between build plans
 
 class StepEngine:
     def __init__(self, settings: SSDSettings, runner: ModelRunner, max_drafts: int,
-                 max_slots: int, max_len: int, stats: ServerStats, core_gain: float = 1.0):
-        """core_gain: the target's cores x this with the draft's (see ``switch``)."""
+                 max_slots: int, max_len: int, stats: ServerStats, core_gain: float = 1.0,
+                 shares_target_gpu: bool = False):
+        """core_gain: the target's cores x this with the draft's (see ``switch``);
+        shares_target_gpu: the draft runs on the target's GPU (see ``route.first_route``)."""
         self.settings = settings
         self.mode = MODES["sd" if settings.mode == "sd" else "ssd"]  # this step's route
         self.max_drafts = max_drafts
@@ -52,7 +54,7 @@ class StepEngine:
             runner.capture_graphs(rows, self.table.block_tables.shape[1])
             self.passes.pad_queries = runner.graphs is not None
         self.stats = stats
-        self.plans = PlanChooser(settings, self.policy, stats, core_gain)
+        self.plans = PlanChooser(settings, self.policy, stats, core_gain, shares_target_gpu)
         self.rng = np.random.default_rng(settings.seed)
         self.pending_build = np.zeros(0, dtype=np.int64)
         self.num_steps = 0

@@ -50,7 +50,7 @@ def build_engine(settings: SSDSettings, hello: P.Hello):
     release_free_heap()
     log_memory(runner.model, runner.kv_cache, before_load)
     return StepEngine(settings, runner, k, hello.max_num_seqs, max_len, stats,
-                      core_gain=hello.core_gain)
+                      core_gain=hello.core_gain, shares_target_gpu=hello.shares_target_gpu)
 
 
 def kv_sizing(settings: SSDSettings, hello: P.Hello, device, max_len: int):

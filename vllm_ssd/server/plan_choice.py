@@ -15,7 +15,7 @@ from dataclasses import replace
 
 from vllm_ssd.saguaro.estimators import MeasuredRate
 from vllm_ssd.server.policy import SpeculationPolicy
-from vllm_ssd.server.route import RouteState, choose_route
+from vllm_ssd.server.route import RouteState, choose_route, first_route
 from vllm_ssd.server.stats import ServerStats
 from vllm_ssd.server.switch import SwitchState, decide, stand_aside_verdict
 from vllm_ssd.settings import SSDSettings
@@ -25,14 +25,19 @@ logger = logging.getLogger(__name__)
 
 class PlanChooser:
     def __init__(self, settings: SSDSettings, policy: SpeculationPolicy, stats: ServerStats,
-                 core_gain: float = 1.0):
-        """core_gain: the target's cores x this with the draft's (see ``switch``)."""
+                 core_gain: float = 1.0, shares_target_gpu: bool = False):
+        """core_gain: the target's cores x this with the draft's (see ``switch``);
+        shares_target_gpu: the draft runs on the target's GPU (see ``route.first_route``)."""
         self.settings = settings
         self.policy = policy
         self.stats = stats
         self.core_gain = core_gain
         self.switch = SwitchState()
-        self.route = RouteState()
+        self.route = RouteState(preferred=first_route(shares_target_gpu))
+        if settings.mode == "auto":
+            logger.info("speculation route: %s first (%s), the other measured in windows",
+                        self.route.preferred, "the draft shares the target's GPU"
+                        if shares_target_gpu else "the draft has a device of its own")
         self.stand_aside_reason = ""  # set once speculation stands aside for good
 
     def may_switch_off(self) -> bool:

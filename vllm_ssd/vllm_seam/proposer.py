@@ -29,6 +29,7 @@ from vllm_ssd.vllm_seam.metrics import StatsLogger
 from vllm_ssd.pause_log import PauseLog
 from vllm_ssd.restarts import RestartSchedule
 from vllm_ssd.settings import SSDSettings
+from vllm_ssd.validation import shares_gpu
 from vllm_ssd.vllm_seam.tracker import RequestTracker
 
 logger = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ class SSDProposer:
             return
         if self.settings.draft_device == "cpu":
             self.hello.core_gain = core_gain(self.settings.draft_cpu_list())
+        self.hello.shares_target_gpu = _shares_target_gpu(self.settings.draft_device, self.runner)
         self.client = DraftClient(self.settings, self.hello)
         self.client.start(wait=True)
         weakref.finalize(self, _shutdown, self.client, self.settings)
@@ -272,6 +274,14 @@ def _find_model_runner():
             return candidate
         frame = frame.f_back
     raise RuntimeError("vllm_ssd: SSDProposer must be created by vLLM's model runner")
+
+
+def _shares_target_gpu(draft_device: str, runner) -> bool:
+    """Whether the draft runs on this worker's GPU (vLLM's runner holds ``device``)."""
+    import torch
+
+    current = torch.cuda.current_device() if torch.cuda.is_available() else 0
+    return shares_gpu(draft_device, str(getattr(runner, "device", "")), current)
 
 
 def _is_tp_driver() -> bool:

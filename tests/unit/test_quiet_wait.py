@@ -49,3 +49,23 @@ def test_without_the_request_vllms_wait_is_untouched(monkeypatch, reader):
     reader.record_read()
     reader.wait()
     assert yields == [1]
+
+
+def test_the_naps_grow_while_no_message_comes_and_restart_after_a_read(monkeypatch, reader):
+    monkeypatch.setenv(envs.QUIET_WAIT, "1")
+    assert quiet_wait.install_quiet_wait()
+    naps = []
+    monkeypatch.setattr(quiet_wait.time, "sleep", naps.append)
+    reader.record_read()
+    for _ in range(8):
+        reader.wait()
+    reader.record_read()
+    reader.wait()
+    assert naps[0] == quiet_wait.NAP_S and naps[1] == 2 * quiet_wait.NAP_S
+    assert naps[1:8] == sorted(naps[1:8]) and naps[7] == quiet_wait.NAP_MAX_S
+    assert naps[8] == quiet_wait.NAP_S
+
+
+def test_a_nap_is_bounded():
+    assert quiet_wait.nap_seconds(0) == quiet_wait.NAP_S
+    assert quiet_wait.nap_seconds(10 ** 6) == quiet_wait.NAP_MAX_S

@@ -6,8 +6,10 @@ With speculative decoding the engine core schedules synchronously, so between tw
 of the worker's output it spins through the whole target step: on a CPU it runs on the
 target's cores and takes turns with the target's OpenMP threads there (measured on 2 AVX2
 cores: about 75% of a core while the target decoded). Patched, a reader in that window
-naps NAP_S between looks instead of yielding: at most NAP_S of latency against CPU steps
-of tens to hundreds of milliseconds, and no CPU time. (Not waiting for the writer's
+naps instead of yielding, NAP_S at first and twice as long each look after, up to
+NAP_MAX_S (``nap_seconds``): at most NAP_MAX_S of latency against CPU steps of tens to
+hundreds of milliseconds, and a few hundred wake-ups a second at most (a fixed 0.2 ms
+nap still took 14% of a core). (Not waiting for the writer's
 notification instead: the notifying socket drops a notification while the previous one is
 still queued, which the spinning window hides; without it reads stalled for seconds.)
 
@@ -26,7 +28,14 @@ from vllm_ssd import envs
 
 logger = logging.getLogger(__name__)
 _MARK = "_vllm_ssd_quiet_wait"
-NAP_S = 0.0002  # a reader's pause between looks at the queue while it expects a message
+NAP_S = 0.0001  # a reader's first pause between looks at the queue while it expects a message
+NAP_MAX_S = 0.002  # its longest
+_NAPS = "_vllm_ssd_naps"  # on a reader: (its last read's time, looks since)
+
+
+def nap_seconds(looks: int) -> float:
+    """The pause after the ``looks``-th look since the last read (0: the first)."""
+    return min(NAP_MAX_S, NAP_S * 2.0 ** min(looks, 32))
 
 
 def request_quiet_wait() -> None:
@@ -52,7 +61,10 @@ def install_quiet_wait(environ: dict[str, str] | None = None) -> bool:
     @functools.wraps(original)
     def wait(self, timeout_ms: int | None = None) -> None:
         if time.monotonic() <= self.last_read + self.busy_loop_s:
-            time.sleep(NAP_S)
+            last_read, looks = getattr(self, _NAPS, (None, 0))
+            looks = looks + 1 if last_read == self.last_read else 0
+            setattr(self, _NAPS, (self.last_read, looks))
+            time.sleep(nap_seconds(looks))
             return
         original(self, timeout_ms)
 

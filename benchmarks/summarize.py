@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from vllm_ssd.saguaro.speed_model import batch_throughput
+from vllm_ssd.saguaro.speed_model import server_round_throughput
+from vllm_ssd.settings import SSDSettings
 from vllm_ssd.vllm_seam.metrics import summary
 
 # get_ssd_metrics adds rates derived from the counters: they are not counters, never diffed
 RATES = frozenset(summary({}))
+BUILD_DEADLINE = SSDSettings.model_fields["build_deadline"].default  # a row's, unless recorded
 GAUGES = frozenset({"stood_aside"})  # a state (1.0 once speculation stood aside for good)
 PLANS = {"ssd": "auto", "ssd_ssd": "ssd", "ssd_sd": "sd"}  # an SSD method -> its ``mode``
 PLAN_STEPS = (("ssd", "steps_ssd"), ("sd", "steps_sd"), ("off", "steps_without_speculation"))
@@ -156,8 +158,8 @@ def _ssd_metrics(s: dict, method: str) -> dict:
 
 def add_comparisons(rows: list[dict]) -> list[dict]:
     """Speedups vs plain (same cores, and one core) and vs vLLM SD on the same kind of CPU;
-    the speed model's prediction for SSD rows (Cor 16 applied to plain decoding on the
-    target's core)."""
+    the speed model's prediction for SSD rows (the server's round model applied to plain
+    decoding on the target's core)."""
     def find(method, placement, row):
         for other in rows:
             if (other["method"], other["placement"], other["batch_size"], other["temperature"],
@@ -179,7 +181,8 @@ def add_comparisons(rows: list[dict]) -> list[dict]:
         if row["method"] == "ssd" and plain_1 and "hit_rate" in row and "t_p_over_t_v" in row:
             step_ms = 1000 * row["batch_size"] / plain_1["decode_tok_s"]  # one target step
             t_b = row["backup_neural_ms"] / step_ms
-            factor = batch_throughput(row["batch_size"], row["hit_rate"], row["e_hit"],
-                                      row["e_miss"], row["t_p_over_t_v"], t_b)
+            factor = server_round_throughput(row["batch_size"], row["hit_rate"], row["e_hit"],
+                                             row["e_miss"], row["t_p_over_t_v"], t_b,
+                                             row.get("build_deadline", BUILD_DEADLINE))
             row["model_decode_tok_s"] = plain_1["decode_tok_s"] * factor
     return rows

@@ -49,6 +49,33 @@ def test_kv_validity_is_capped_by_what_was_computed():
     assert table.path_cached[0] == 5
 
 
+def test_a_rejection_at_the_first_draft_keeps_the_kv_of_the_committed_tokens_only():
+    table = table_with_drafts([20, 21, 22], path_cached=8)  # glue wrote 5..7: drafts 20-22
+    apply(table, [99])  # k = 0: the bonus token replaces draft 20
+    assert table.path_cached[0] == 5 and table.first_uncached(np.array([0]))[0] == 5
+    assert table.uncached_tokens(np.array([0]))[0] == 1
+
+
+def test_full_acceptance_keeps_the_kv_written_and_the_next_pass_starts_at_the_bonus():
+    table = table_with_drafts([20, 21, 22], path_cached=8)
+    apply(table, [20, 21, 22, 55])
+    assert table.path_cached[0] == 8  # 20, 21, 22's KV stays valid; 55 has none yet
+    assert table.first_uncached(np.array([0]))[0] == 8
+
+
+def test_a_fully_cached_row_still_runs_its_last_committed_token():
+    table = table_with_drafts([], path_cached=5)
+    table.mark_cached(np.array([0]), np.array([5]))
+    assert table.first_uncached(np.array([0]))[0] == 4  # its logits give the first draft
+
+
+def test_a_preempted_row_rebuilds_its_kv_from_the_start():
+    table = table_with_drafts([20], path_cached=6)
+    table.evict(np.array([0]))
+    assert table.first_uncached(np.array([0]))[0] == 0
+    assert table.uncached_tokens(np.array([0]))[0] == 5
+
+
 def test_path_tokens_place_drafts_after_the_committed_tokens():
     table = table_with_drafts([20, 21], path_cached=5)
     assert table.path_tokens(np.array([0]))[0, :8].tolist() == [10, 11, 12, 13, 14, 20, 21, 0]

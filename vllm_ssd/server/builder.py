@@ -134,8 +134,7 @@ class CacheBuilder:
         first (each that finishes drafts from the next round); returns the slots ready for
         a glue pass this round."""
         table = self.table
-        catch_up = table.num_tokens[slots] + table.num_drafts[slots] - \
-            np.minimum(table.path_cached[slots], table.num_tokens[slots] - 1)
+        catch_up = table.num_tokens[slots] + table.num_drafts[slots] - table.first_uncached(slots)
         chunk_tokens = self.pacer.chunk_tokens(target_step_s)
         long = catch_up > max(chunk_tokens, table.max_drafts + 1)
         if long.any():

@@ -38,7 +38,7 @@ class DraftPasses:
         token) through all its drafts, or through ``max_tokens`` of it (a prefill chunk);
         returns logits [sum(num_logits), V] for the last ``num_logits`` positions of every
         slot, in slot order."""
-        starts = np.minimum(table.path_cached[slots], table.num_tokens[slots] - 1)
+        starts = table.first_uncached(slots)
         ends = table.num_tokens[slots] + table.num_drafts[slots]  # [R]
         if max_tokens is not None:
             ends = np.minimum(ends, starts + max_tokens)
@@ -58,7 +58,7 @@ class DraftPasses:
         batch = self.runner.make_batch(input_ids, run_lens, starts,
                                        table.block_tables[slots], logits_rows)
         logits = self.runner.run(batch)
-        table.path_cached[slots] = ends
+        table.mark_cached(slots, ends)
         return logits
 
     def jit(self, table: RequestTable, slots: np.ndarray, max_lens: np.ndarray,
@@ -78,7 +78,8 @@ class DraftPasses:
                              top_f, stop=None)
         drafts[:, :depth] = tokens.cpu().numpy()
         lens = np.minimum(max_lens, depth)
-        table.path_cached[slots] = num_tokens + np.maximum(lens, 1) - 1
+        # the KV through each row's last draft but one: the last is fed only once accepted
+        table.mark_cached(slots, num_tokens + np.maximum(lens, 1) - 1)
         drafts[np.arange(table.max_drafts)[None, :] >= lens[:, None]] = -1
         return drafts, lens
 

@@ -172,7 +172,7 @@ class StepEngine:
             source[hit.is_hit] = SOURCE_CACHE
         else:
             self.cache.clear(slots)  # a build of an earlier ssd step must never hit later
-        uncached = self.table.num_tokens[slots] - self.table.path_cached[slots]
+        uncached = self.table.uncached_tokens(slots)
         missed = ~(source == SOURCE_CACHE) & (caps > 0) & \
             ~self.mode.needs_catch_up(uncached, self.max_drafts)
         rows = np.nonzero(missed)[0]

@@ -2,7 +2,10 @@
 
 For each slot: the committed tokens, the drafts returned last round, and how far
 the draft KV cache is valid along the *path* ``tokens + drafts`` (positions
-[0, path_cached) hold KV of exactly those tokens).
+[0, path_cached) hold KV of exactly those tokens). The table owns that rule: forwards read
+it through ``first_uncached`` / ``uncached_tokens`` and record what they wrote with
+``mark_cached``; a delta cuts it to the drafts it kept (``apply_deltas``) and an eviction
+to nothing.
 """
 from __future__ import annotations
 
@@ -60,6 +63,19 @@ class RequestTable:
         self.block_tables[slots] = -1
         self.num_blocks[slots] = 0
         self.path_cached[slots] = 0
+
+    def first_uncached(self, slots: np.ndarray) -> np.ndarray:
+        """[R] the first path position a forward must run from: the first whose KV is not
+        valid, and at most the last committed token (its logits give the first draft)."""
+        return np.minimum(self.path_cached[slots], self.num_tokens[slots] - 1)
+
+    def uncached_tokens(self, slots: np.ndarray) -> np.ndarray:
+        """[R] committed tokens without valid KV (a catch-up when above K + 1)."""
+        return self.num_tokens[slots] - self.path_cached[slots]
+
+    def mark_cached(self, slots: np.ndarray, ends: np.ndarray) -> None:
+        """A forward wrote the KV of path positions [0, ends) of each slot."""
+        self.path_cached[slots] = ends
 
     def admit(self, slots: np.ndarray, wanted: np.ndarray) -> np.ndarray:
         """Which rows (``wanted`` [R] of ``slots``) get KV for this round: blocks for their

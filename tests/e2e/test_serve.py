@@ -55,17 +55,21 @@ def stop(process: subprocess.Popen) -> None:
         process.kill()
 
 
+def ssd_config(tiny) -> str:
+    return json.dumps({"method": "ssd", "model": str(tiny["draft_noisy"]),
+                       "num_speculative_tokens": 3, "log_interval_s": 1})
+
+
 @pytest.fixture(scope="module")
 def servers(tiny, tmp_path_factory):
     logs = tmp_path_factory.mktemp("serve")
-    config = json.dumps({"method": "ssd", "model": str(tiny["draft_noisy"]),
-                         "num_speculative_tokens": 3, "log_interval_s": 1})
     plain, plain_url = start_server(tiny["target"], [], logs / "plain.log")
-    ssd, ssd_url = start_server(tiny["target"], ["--speculative-config", config], logs / "ssd.log")
+    ssd, ssd_url = start_server(tiny["target"], ["--speculative-config", ssd_config(tiny)],
+                                logs / "ssd.log")
     try:
         wait_ready(plain, plain_url, logs / "plain.log")
         wait_ready(ssd, ssd_url, logs / "ssd.log")
-        yield {"plain": plain_url, "ssd": ssd_url, "ssd_log": logs / "ssd.log", "ssd_pid": ssd.pid}
+        yield {"plain": plain_url, "ssd": ssd_url, "ssd_log": logs / "ssd.log"}
     finally:
         stop(ssd)
         stop(plain)
@@ -179,23 +183,35 @@ def ssd_series(url: str) -> dict[str, float]:
             if line.startswith("vllm:ssd_")}
 
 
-def test_ssd_series_stay_through_a_draft_server_restart(servers):
-    """Runs last: it kills the module's draft server (a new one replaces it)."""
+@pytest.fixture
+def own_ssd_server(tiny, tmp_path):
+    """An SSD server of the test's own: its draft server is killed."""
+    process, url = start_server(tiny["target"], ["--speculative-config", ssd_config(tiny)],
+                                tmp_path / "ssd.log")
+    try:
+        wait_ready(process, url, tmp_path / "ssd.log")
+        yield {"url": url, "pid": process.pid}
+    finally:
+        stop(process)
+
+
+def test_ssd_series_stay_through_a_draft_server_restart(servers, own_ssd_server):
     import psutil
 
-    complete(servers["ssd"], PROMPTS[0])
-    before = ssd_series(servers["ssd"])
-    engine = psutil.Process(servers["ssd_pid"])
+    url = own_ssd_server["url"]
+    complete(url, PROMPTS[0])
+    before = ssd_series(url)
+    engine = psutil.Process(own_ssd_server["pid"])
     (draft,) = [p for p in engine.children(recursive=True)
                 if any("vllm_ssd.server" in part for part in p.cmdline())]
     draft.kill()
     during = []
     with ThreadPoolExecutor(1) as pool:
-        answer = pool.submit(complete, servers["ssd"], PROMPTS[1])  # notices and restarts
+        answer = pool.submit(complete, url, PROMPTS[1])  # notices and restarts
         while not answer.done():
-            during.append(ssd_series(servers["ssd"]))
+            during.append(ssd_series(url))
         assert answer.result() == complete(servers["plain"], PROMPTS[1])
-    during.append(ssd_series(servers["ssd"]))
+    during.append(ssd_series(url))
     for scrape in during:
         assert set(before) <= set(scrape)
         for name in before:

@@ -133,7 +133,7 @@ def test_just_in_time_drafts_are_timed_apart_from_branch_steps():
 
 
 def test_a_flat_miss_law_covers_every_outcome_at_batch_size_one():
-    """s4-5 on two H200s, bs 1: hits did not depend on the fan-out (85% at any F >= 1),
+    """two-h200-qwen7b.jsonl (two H200s), bs 1: hits did not depend on the fan-out (85% at any F >= 1),
     so the fitted r is tiny; Thm 12's closed form then piled the budget on k = K and
     left k = 2, 3 without a branch (52% hits). The integer optimum covers every k."""
     policy = make_policy()

@@ -8,7 +8,7 @@ import pytest
 from vllm_ssd.saguaro.speed_model import (BackupOption, choose_backup, expected_tokens,
                                           server_round_throughput)
 
-REPORT = Path(__file__).resolve().parents[2] / "benchmarks/results/cpu/offline-session7-report.json"
+REPORT = Path(__file__).resolve().parents[2] / "benchmarks/results/cpu/offline-amx-report.json"
 
 
 def test_expected_tokens():

@@ -22,7 +22,7 @@ from benchmarks.provenance import provenance  # noqa: E402
 from tests import tiny_models  # noqa: E402
 from tests.conftest import TINY_ROOT  # noqa: E402
 from vllm_ssd import protocol as P  # noqa: E402
-from vllm_ssd.client import DraftClient  # noqa: E402
+from vllm_ssd.client import ServerConnection  # noqa: E402
 from vllm_ssd.settings import SSDSettings  # noqa: E402
 
 K = 4
@@ -41,7 +41,7 @@ def main() -> None:
                            runtime_dir=tempfile.mkdtemp(), busy_poll_ms=args.busy_poll_ms)
     hello = P.Hello(version=P.PROTOCOL_VERSION, token="", num_speculative_tokens=K,
                     target_vocab_size=512, max_model_len=1024, max_num_seqs=4)
-    client = DraftClient(settings, hello)
+    client = ServerConnection(settings, hello)
     client.start(wait=True)
     try:
         round_trips = play(client, args)

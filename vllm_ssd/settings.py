@@ -38,7 +38,7 @@ class SSDSettings(BaseModel):
     # the CPU draft's kernels may use (auto: the CPU's own); lower it to take a fallback path
     draft_cpus: str | None = None  # CPU cores of the draft server, e.g. "1" or "2-3,6"
     mode: Literal["auto", "ssd", "sd"] = "auto"  # ssd: speculation cache; sd: draft after
-    # each outcome; auto: whichever measures more tokens/s (see vllm_ssd/server/route.py)
+    # each outcome; auto: whichever measures more tokens/s (see vllm_ssd/server/speculation/route.py)
     fanout_budget: int = Field(8, ge=1, le=64)  # max cached outcomes per request per round
     fanout_r: float | None = Field(None, gt=0)  # miss power-law exponent; None = estimate
     saguaro_c: float = Field(1.0, gt=0, le=1)  # Saguaro sampling: top-F draft probs x C
@@ -49,10 +49,10 @@ class SSDSettings(BaseModel):
     # been waiting and the build ran longer than this many target steps (inf = never)
     prefill_chunk: int | None = Field(None, ge=1)  # prompt tokens the draft prefills per
     # cache build (the rest in later rounds); None = 2048 on a GPU, and on a CPU what the
-    # draft prefills in 50 ms at its measured rate (see vllm_ssd/server/prefill_pacer.py)
+    # draft prefills in 50 ms at its measured rate (see vllm_ssd/server/speculation/prefill_pacer.py)
     ipc_timeout_s: float = Field(30.0, gt=0)  # a server silent this long = down (restarted)
     step_deadline_ms: float | None = Field(None, gt=0)  # longest wait for a step's drafts
-    # (then the step goes on without them); None = measured (see vllm_ssd/deadline.py)
+    # (then the step goes on without them); None = measured (see vllm_ssd/client/deadline.py)
     busy_poll_ms: float | None = Field(None, ge=0)  # poll the socket without sleeping this
     # long before blocking (server after a build, proposer awaiting a reply): no wake-up
     # latency, one busy core each; None = 20 with a CUDA draft device, 0 on CPU

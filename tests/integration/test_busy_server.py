@@ -8,21 +8,21 @@ import numpy as np
 
 from tests.integration.test_server import K
 from vllm_ssd import protocol as P
-from vllm_ssd.client import DraftClient
-from vllm_ssd.deadline import MIN_REPLIES, step_deadline_s
+from vllm_ssd.client import ServerConnection
+from vllm_ssd.client.deadline import MIN_REPLIES, step_deadline_s
 from vllm_ssd.settings import SSDSettings
 from vllm_ssd.vllm_seam.metrics import read_server_stats
 
 LONG_PROMPT = 2000
 
 
-def start(tiny, tmp_path, **extra) -> DraftClient:
+def start(tiny, tmp_path, **extra) -> ServerConnection:
     settings = SSDSettings(draft_model=str(tiny["target"]), draft_device="cpu", mode="ssd",
                            build_plan="full", build_deadline=float("inf"), backup="neural",
                            log_interval_s=0, runtime_dir=str(tmp_path), **extra)
     hello = P.Hello(version=P.PROTOCOL_VERSION, token="", num_speculative_tokens=K,
                     target_vocab_size=512, max_model_len=2400, max_num_seqs=4)
-    client = DraftClient(settings, hello)
+    client = ServerConnection(settings, hello)
     client.start(wait=True)
     return client
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from vllm_ssd import protocol as P
-from vllm_ssd.client import DraftClient
+from vllm_ssd.client import ServerConnection
 from vllm_ssd.server.factory import build_engine
 from vllm_ssd.settings import SSDSettings
 
@@ -67,7 +67,7 @@ def soak_hello() -> P.Hello:
 
 
 def test_the_draft_servers_memory_levels_off(tiny, tmp_path):
-    client = DraftClient(soak_settings(tiny, runtime_dir=str(tmp_path)), soak_hello())
+    client = ServerConnection(soak_settings(tiny, runtime_dir=str(tmp_path)), soak_hello())
     client.start(wait=True)
     try:
         load, resident = AbortHeavyLoad(), []

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from vllm_ssd import protocol as P
-from vllm_ssd.client import DraftClient, DraftServerUnavailable
+from vllm_ssd.client import ServerConnection, DraftServerUnavailable
 from vllm_ssd.settings import SSDSettings
 
 K = 3
@@ -51,7 +51,7 @@ def start_client(tiny, tmp_path):
         settings = SSDSettings(draft_model=str(tiny[draft]), draft_device="cpu", mode=mode,
                                build_plan="full", build_deadline=float("inf"),
                                log_interval_s=0, runtime_dir=str(tmp_path), **extra)
-        client = DraftClient(settings, make_hello())
+        client = ServerConnection(settings, make_hello())
         clients.append(client)
         client.start(wait=True)
         return client
@@ -149,7 +149,7 @@ def test_start_up_failure_reports_the_cause(tiny, tmp_path):
     (broken / "config.json").write_text((tiny["draft"] / "config.json").read_text())
     settings = SSDSettings(draft_model=str(broken), draft_device="cpu", log_interval_s=0,
                            runtime_dir=str(tmp_path / "run"))
-    client = DraftClient(settings, make_hello())
+    client = ServerConnection(settings, make_hello())
     with pytest.raises(DraftServerUnavailable, match="safetensors"):
         client.start(wait=True)
     client.close()

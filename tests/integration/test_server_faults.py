@@ -16,20 +16,20 @@ from tests.fuzz_frames import fuzz_frames
 from tests.integration.test_server import (K, PROMPT, hf_greedy, make_hello,  # noqa: F401
                                            start_client, step)
 from vllm_ssd import protocol as P
-from vllm_ssd.client import DraftClient
+from vllm_ssd.client import ServerConnection
 from vllm_ssd.settings import SSDSettings
 
 OVERSIZED = 2 << 20
 
 
-def foreign_socket(client: DraftClient) -> zmq.Socket:
+def foreign_socket(client: ServerConnection) -> zmq.Socket:
     sock = client.context.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(f"ipc://{client.server.socket_path}")
     return sock
 
 
-def wait_for_rejections(client: DraftClient, count: int, timeout_s: float = 30.0) -> dict:
+def wait_for_rejections(client: ServerConnection, count: int, timeout_s: float = 30.0) -> dict:
     deadline = time.monotonic() + timeout_s
     while True:
         stats = client.stats()
@@ -101,7 +101,7 @@ def test_the_token_reaches_the_server_only_through_a_pipe(start_client, monkeypa
 def test_a_server_that_hangs_in_start_up_is_killed(tiny, tmp_path):
     settings = SSDSettings(draft_model=str(tiny["target"]), draft_device="cpu", log_interval_s=0,
                            startup_timeout_s=1.0, runtime_dir=str(tmp_path))
-    client = DraftClient(settings, make_hello())
+    client = ServerConnection(settings, make_hello())
     try:
         client.start(wait=False)
         process = client.server.process

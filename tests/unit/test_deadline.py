@@ -3,9 +3,9 @@ restart back-off."""
 import numpy as np
 import pytest
 
-from vllm_ssd.deadline import (DEADLINE_CEILING_S, DEADLINE_FLOOR_S, MIN_REPLIES, REPLY_MARGIN,
+from vllm_ssd.client.deadline import (DEADLINE_CEILING_S, DEADLINE_FLOOR_S, MIN_REPLIES, REPLY_MARGIN,
                                WINDOW, StepDeadline, step_deadline_s)
-from vllm_ssd.restarts import RestartSchedule
+from vllm_ssd.client.restarts import RestartSchedule
 
 
 def test_the_ceiling_applies_until_enough_replies_were_seen():

@@ -3,8 +3,8 @@ import numpy as np
 import torch
 
 from vllm_ssd.server.kv.block_manager import BlockManager
-from vllm_ssd.server.builder import CacheBuilder
-from vllm_ssd.server.spec_cache import SpeculationCache
+from vllm_ssd.server.speculation.builder import CacheBuilder
+from vllm_ssd.server.speculation.spec_cache import SpeculationCache
 from vllm_ssd.server.state import RequestTable
 
 

@@ -1,7 +1,7 @@
 """n-gram prompt lookup (the zero-latency backup)."""
 import numpy as np
 
-from vllm_ssd.server.ngram import ngram_drafts
+from vllm_ssd.server.speculation.ngram import ngram_drafts
 
 
 def run(rows, width=3, caps=None):

@@ -9,8 +9,8 @@ import pytest
 
 from vllm_ssd import protocol as P
 from vllm_ssd.server.factory import build_engine
-from vllm_ssd.server.route import ROUTE_FIRST_WINDOW, ROUTE_PHASE, ROUTE_WINDOW_STEPS
-from vllm_ssd.server.switch import CLEAR_EXPLORE_EVERY
+from vllm_ssd.server.speculation.route import ROUTE_FIRST_WINDOW, ROUTE_PHASE, ROUTE_WINDOW_STEPS
+from vllm_ssd.server.speculation.switch import CLEAR_EXPLORE_EVERY
 from vllm_ssd.settings import SSDSettings
 
 K = 3

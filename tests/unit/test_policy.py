@@ -4,8 +4,8 @@ import pytest
 
 from vllm_ssd.saguaro.estimators import AcceptanceEstimate, LinearCost, PowerLawMissEstimate
 from vllm_ssd.saguaro.estimators import Ewma
-from vllm_ssd.server.policy import (MIN_STEP_SAMPLES, SOURCE_CACHE, SOURCE_NGRAM, SOURCE_NONE,
-                                    SpeculationPolicy)
+from vllm_ssd.server.speculation.policy import MIN_STEP_SAMPLES, SpeculationPolicy
+from vllm_ssd.server.state import SOURCE_CACHE, SOURCE_NGRAM, SOURCE_NONE
 
 
 def test_acceptance_estimate_is_the_geometric_mle():

@@ -4,7 +4,7 @@ import numpy as np
 
 from vllm_ssd import protocol as P
 from vllm_ssd.server.factory import build_engine
-from vllm_ssd.server.switch import (CLEAR_EXPLORE_EVERY, EXPLORE_EVERY, EXPLORE_STEPS, FIRST_WINDOW,
+from vllm_ssd.server.speculation.switch import (CLEAR_EXPLORE_EVERY, EXPLORE_EVERY, EXPLORE_STEPS, FIRST_WINDOW,
                                     MAX_QUIET_STEPS, exploration_period)
 from vllm_ssd.settings import SSDSettings
 

@@ -5,7 +5,7 @@ read and the replacement's first reply.
 The order that read 0 restarts on a GPU: the server is killed mid-generation, the
 proposer replaces it, and the replacement (a GPU server takes seconds to load) has not
 answered yet when the statistics are read; the batches finish without drafts meanwhile.
-Here the proposer and its DraftClient are real; each "server" is a sleeping process,
+Here the proposer and its ServerConnection are real; each "server" is a sleeping process,
 played on its socket by a stand-in thread (a real ``ServerStats`` restored from the
 handshake's base) once the test lets it answer.
 """
@@ -23,7 +23,7 @@ import zmq
 
 from tests.unit.test_proposer_quiet import make_proposer
 from vllm_ssd import protocol as P
-from vllm_ssd.client import DraftClient
+from vllm_ssd.client import ServerConnection
 from vllm_ssd.server.stats import ServerStats
 from vllm_ssd.settings import ADDITIONAL_CONFIG_KEY, SSDSettings
 from vllm_ssd.vllm_seam.metrics import SSDMetricsCollector, get_ssd_metrics, read_server_stats
@@ -87,7 +87,7 @@ class StandInServer:
 
 
 class ServerLauncher:
-    """Replaces ``DraftClient._spawn``: every server is a sleeping process whose socket a
+    """Replaces ``ServerConnection.spawn``: every server is a sleeping process whose socket a
     stand-in binds at once (as a real server does); while ``answering`` it answers at
     once, else it is still loading (``answer`` lets the latest one answer)."""
 
@@ -96,7 +96,7 @@ class ServerLauncher:
         self.spawned: list[tuple[subprocess.Popen, str]] = []
         self.stand_ins: list[StandInServer] = []
 
-    def spawn(self, path: str, token: str, stats_key: str) -> subprocess.Popen:
+    def spawn(self, settings, path: str, token: str, stats_key: str) -> subprocess.Popen:
         process = subprocess.Popen(["sleep", "600"], stdin=subprocess.DEVNULL)
         self.spawned.append((process, path))
         self.stand_ins.append(StandInServer(path, loaded=self.answering))
@@ -122,8 +122,8 @@ def engine(tmp_path):
     hello = P.Hello(version=P.PROTOCOL_VERSION, token="", num_speculative_tokens=K,
                     target_vocab_size=512, max_model_len=512, max_num_seqs=4)
     launcher = ServerLauncher()
-    client = DraftClient(settings, hello)
-    client._spawn = launcher.spawn
+    client = ServerConnection(settings, hello)
+    client.spawn = launcher.spawn
     proposer = make_proposer(client)
     proposer.settings, proposer.hello = settings, hello
     client.start(wait=True)
@@ -140,7 +140,7 @@ def run_steps(proposer, first: int, count: int) -> None:
         proposer.propose([[7]], np.array([4 + i]), TOKENS)
 
 
-def await_handshake(client: DraftClient, timeout_s: float = 5.0) -> None:
+def await_handshake(client: ServerConnection, timeout_s: float = 5.0) -> None:
     """Lets the stand-in's thread answer (the test's steps take no time, vLLM's do)."""
     end = time.monotonic() + timeout_s
     while not client.ready():

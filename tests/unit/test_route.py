@@ -1,7 +1,7 @@
 """The route of a speculating step as a pure decision: an early window while the other
 route is unmeasured, periodic windows after, and a switch only on a clear enough margin."""
-from vllm_ssd.server.switch import CLEAR_EXPLORE_EVERY, CLEAR_MARGIN
-from vllm_ssd.server.route import (ROUTE_EXPLORE_EVERY, ROUTE_FIRST_WINDOW, ROUTE_HYSTERESIS,
+from vllm_ssd.server.speculation.switch import CLEAR_EXPLORE_EVERY, CLEAR_MARGIN
+from vllm_ssd.server.speculation.route import (ROUTE_EXPLORE_EVERY, ROUTE_FIRST_WINDOW, ROUTE_HYSTERESIS,
                                    ROUTE_PHASE, ROUTE_WINDOW_STEPS, RouteState, choose_route,
                                    first_route, preferred_after_window)
 

@@ -4,13 +4,13 @@ readable); the process root goes once it is empty."""
 import os
 import tempfile
 
-from vllm_ssd.runtime_files import process_root
+from vllm_ssd.client.runtime_files import process_root
 from vllm_ssd.settings import SSDSettings
 from vllm_ssd.vllm_seam.proposer import _shutdown
 
 
 class ClosingClient:
-    """Removes its own files on close, as DraftClient does."""
+    """Removes its own files on close, as ServerConnection does."""
 
     def __init__(self, files: list[str]):
         self.files = files

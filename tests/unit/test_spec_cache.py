@@ -1,7 +1,7 @@
 """Speculation cache keyed by (slot, k, t*)."""
 import numpy as np
 
-from vllm_ssd.server.spec_cache import SpeculationCache
+from vllm_ssd.server.speculation.spec_cache import SpeculationCache
 
 
 def make_cache():

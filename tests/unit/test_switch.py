@@ -1,5 +1,5 @@
 """The on/off switch as a pure decision: quiet promises, exploration windows, clear margins."""
-from vllm_ssd.server.switch import (CLEAR_EXPLORE_EVERY, EXPLORE_EVERY, EXPLORE_STEPS,
+from vllm_ssd.server.speculation.switch import (CLEAR_EXPLORE_EVERY, EXPLORE_EVERY, EXPLORE_STEPS,
                                     FIRST_WINDOW, MAX_QUIET_STEPS, SwitchState, decide,
                                     exploration_period, stand_aside_verdict)
 

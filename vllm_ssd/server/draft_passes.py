@@ -8,10 +8,10 @@ import numpy as np
 import torch
 
 from vllm_ssd.saguaro.sampling import sample_draft_tokens
-from vllm_ssd.server.device.device_clock import DeviceClock, to_device
 from vllm_ssd.server.device.model_runner import ModelRunner
-from vllm_ssd.server.state import RequestTable
+from vllm_ssd.server.device_clock import DeviceClock, to_device
 from vllm_ssd.server.segments import segment_offsets
+from vllm_ssd.server.state import RequestTable
 
 
 class DraftPasses:

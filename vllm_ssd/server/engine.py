@@ -10,20 +10,20 @@ from typing import Callable
 import numpy as np
 
 from vllm_ssd import protocol as P
-from vllm_ssd.server.kv.block_manager import BlockManager, OutOfBlocks
-from vllm_ssd.server.kv.budget import fit_fanout
-from vllm_ssd.server.builder import CacheBuilder
-from vllm_ssd.server.draft_passes import DraftPasses
 from vllm_ssd.server.device.cuda_graphs import graph_rows
 from vllm_ssd.server.device.model_runner import ModelRunner
-from vllm_ssd.server.ngram import ngram_drafts
-from vllm_ssd.server.prefill_pacer import PrefillPacer
-from vllm_ssd.server.policy import (SOURCE_CACHE, SOURCE_NEURAL, SOURCE_NGRAM, SOURCE_NONE,
-                                    SpeculationPolicy)
-from vllm_ssd.server.modes import MODES
-from vllm_ssd.server.plan_choice import PlanChooser
-from vllm_ssd.server.spec_cache import SpeculationCache
-from vllm_ssd.server.state import RequestTable
+from vllm_ssd.server.draft_passes import DraftPasses
+from vllm_ssd.server.kv.block_manager import BlockManager, OutOfBlocks
+from vllm_ssd.server.kv.budget import fit_fanout
+from vllm_ssd.server.speculation.builder import CacheBuilder
+from vllm_ssd.server.speculation.modes import MODES
+from vllm_ssd.server.speculation.ngram import ngram_drafts
+from vllm_ssd.server.speculation.plan_choice import PlanChooser
+from vllm_ssd.server.speculation.policy import SpeculationPolicy
+from vllm_ssd.server.speculation.prefill_pacer import PrefillPacer
+from vllm_ssd.server.speculation.spec_cache import SpeculationCache
+from vllm_ssd.server.state import (SOURCE_CACHE, SOURCE_NEURAL, SOURCE_NGRAM, SOURCE_NONE,
+                                   RequestTable)
 from vllm_ssd.server.stats import ServerStats
 from vllm_ssd.settings import DEVICE_DEFAULTS, SSDSettings
 

@@ -16,6 +16,9 @@ import numpy as np
 from vllm_ssd.server.kv.block_manager import BlockManager
 from vllm_ssd.server.segments import segment_offsets
 
+# Which speculator produced a row's current drafts (``RequestTable.draft_source``).
+SOURCE_NONE, SOURCE_CACHE, SOURCE_NEURAL, SOURCE_NGRAM = 0, 1, 2, 3
+
 
 @dataclass
 class Outcomes:

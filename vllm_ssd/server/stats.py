@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vllm_ssd.server.policy import SOURCE_CACHE, SOURCE_NEURAL
+from vllm_ssd.server.state import SOURCE_CACHE, SOURCE_NEURAL
 
 SCALARS = (
     "steps", "rows", "lookups", "hits", "drafted_tokens", "outcomes", "accepted_tokens",

@@ -14,7 +14,7 @@ import logging
 import os
 import time
 
-from vllm_ssd.runtime_files import process_root
+from vllm_ssd.client.runtime_files import process_root
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def _with_client_counts(stats: dict[str, float] | None,
 
 def _read_address_file(address: str) -> tuple[str, str, dict[str, float]]:
     """(socket path, stats key, counters the client keeps: ``name value`` lines) of an
-    address file (see ``DraftClient``); the path is "" while no server runs."""
+    address file (see ``ServerConnection``); the path is "" while no server runs."""
     with open(address) as handle:
         lines = handle.read().split("\n")
     path, key = (lines + ["", ""])[:2]

@@ -118,7 +118,7 @@ def translate_engine_args(engine_args, target_model_config, target_parallel_conf
 
 def _finish(settings: SSDSettings, engine_args, target_model_config, target_parallel_config,
             num_speculative_tokens) -> SSDSettings:
-    from vllm_ssd.runtime_files import new_engine_dir
+    from vllm_ssd.client.runtime_files import new_engine_dir
     from vllm_ssd.vllm_seam.metrics import register_collector
     from vllm_ssd.vllm_seam.quiet_wait import request_quiet_wait
     from vllm_ssd.validation import validate_for_target

@@ -3,7 +3,7 @@
 vLLM calls ``propose()`` after each verification with every row's accepted
 drafts + bonus token. The proposer forwards the outcomes to the draft server and
 returns the server's drafts for the next step, waiting at most the step deadline
-(``vllm_ssd.deadline``). A step past it gets no drafts (vLLM decodes without
+(``vllm_ssd.client.deadline``). A step past it gets no drafts (vLLM decodes without
 speculation); until the late reply comes (recognised by its seq and dropped) no step
 is sent, and the next one resynchronises the server with what it missed (the
 tracker's ``num_synced``). A server that dies, or stays silent ``ipc_timeout_s``, is
@@ -22,12 +22,12 @@ from itertools import chain
 import numpy as np
 
 from vllm_ssd import protocol as P
-from vllm_ssd.client import DraftClient, DraftServerUnavailable, StepDeadlineMissed
-from vllm_ssd.deadline import StepDeadline
+from vllm_ssd.client import ServerConnection, DraftServerUnavailable, StepDeadlineMissed
+from vllm_ssd.client.deadline import StepDeadline
 from vllm_ssd.vllm_seam.cpu_cores import core_gain, give_cores_to_target
 from vllm_ssd.vllm_seam.metrics import StatsLogger
-from vllm_ssd.pause_log import PauseLog
-from vllm_ssd.restarts import RestartSchedule
+from vllm_ssd.client.pause_log import PauseLog
+from vllm_ssd.client.restarts import RestartSchedule
 from vllm_ssd.settings import SSDSettings
 from vllm_ssd.validation import shares_gpu
 from vllm_ssd.vllm_seam.tracker import RequestTracker
@@ -56,7 +56,7 @@ class SSDProposer:
         self.runner = _find_model_runner()
         self.is_driver = _is_tp_driver()
         self.tracker = RequestTracker(max_slots)
-        self.client: DraftClient | None = None
+        self.client: ServerConnection | None = None
         self.stats_logger = StatsLogger(self.settings.log_interval_s)
         self.last_stats: dict[str, float] = {}
         self.last_return = 0.0
@@ -85,7 +85,7 @@ class SSDProposer:
         if self.settings.draft_device == "cpu":
             self.hello.core_gain = core_gain(self.settings.draft_cpu_list())
         self.hello.shares_target_gpu = _shares_target_gpu(self.settings.draft_device, self.runner)
-        self.client = DraftClient(self.settings, self.hello)
+        self.client = ServerConnection(self.settings, self.hello)
         self.client.start(wait=True)
         weakref.finalize(self, _shutdown, self.client, self.settings)
         logger.info("vllm_ssd: draft server pid %d on %s, mode %s, K=%d",
@@ -249,13 +249,13 @@ class SSDProposer:
         self.restarts.failed(time.monotonic())
 
 
-def _shutdown(client: DraftClient, settings: SSDSettings) -> None:
+def _shutdown(client: ServerConnection, settings: SSDSettings) -> None:
     """Stops this engine's server (the client removes its socket and address file); without
     an engine directory of its own the process root goes only once no other engine's files
     are in it."""
     client.close()
     if settings.runtime_dir is None:
-        from vllm_ssd.runtime_files import process_root
+        from vllm_ssd.client.runtime_files import process_root
         try:
             os.rmdir(process_root())
         except OSError:  # another engine's files, or already gone

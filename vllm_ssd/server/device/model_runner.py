@@ -9,13 +9,13 @@ import numpy as np
 import torch
 
 from vllm_ssd.arch import ModelArch
+from vllm_ssd.server.device_clock import to_device
 from vllm_ssd.server.kv.attention import TorchPagedAttention
 from vllm_ssd.server.kv.attention_cuda import FlashPagedAttention, flash_attention_available
-from vllm_ssd.server.kv.budget import kv_bytes_per_token
 from vllm_ssd.server.kv.batch import TokenBatch, make_token_batch
-from vllm_ssd.server.device.device_clock import to_device
-from vllm_ssd.server.model.loader import load_draft_model, resolve_dtype
+from vllm_ssd.server.kv.budget import kv_bytes_per_token
 from vllm_ssd.server.model.cpu_kernel_choice import CpuKernelPlan, choose_cpu_kernels
+from vllm_ssd.server.model.loader import load_draft_model, resolve_dtype
 
 logger = logging.getLogger(__name__)
 

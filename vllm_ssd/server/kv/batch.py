@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from vllm_ssd.server.device.device_clock import to_device
+from vllm_ssd.server.device_clock import to_device
 from vllm_ssd.server.segments import segment_offsets
 
 

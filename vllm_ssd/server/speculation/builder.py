@@ -24,13 +24,13 @@ from typing import Callable
 import numpy as np
 import torch
 
-from vllm_ssd.server.kv.block_manager import BlockManager
-from vllm_ssd.server.device.device_clock import DeviceClock, to_device
+from vllm_ssd.server.device_clock import DeviceClock, to_device
 from vllm_ssd.server.draft_passes import DraftPasses
-from vllm_ssd.server.prefill_pacer import PrefillPacer
-from vllm_ssd.server.spec_cache import SpeculationCache
-from vllm_ssd.server.state import RequestTable
+from vllm_ssd.server.kv.block_manager import BlockManager
 from vllm_ssd.server.segments import segment_offsets
+from vllm_ssd.server.speculation.prefill_pacer import PrefillPacer
+from vllm_ssd.server.speculation.spec_cache import SpeculationCache
+from vllm_ssd.server.state import RequestTable
 
 
 @dataclass

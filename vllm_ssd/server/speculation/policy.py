@@ -13,9 +13,8 @@ from vllm_ssd.saguaro.fanout import (capped_geometric_pmf, fanout_table, power_l
                                      saguaro_fanout)
 from vllm_ssd.saguaro.speed_model import (BackupOption, choose_backup, expected_tokens,
                                           server_round_throughput)
+from vllm_ssd.server.state import SOURCE_CACHE, SOURCE_NEURAL, SOURCE_NGRAM
 
-# Which speculator produced a row's current drafts.
-SOURCE_NONE, SOURCE_CACHE, SOURCE_NEURAL, SOURCE_NGRAM = 0, 1, 2, 3
 MIN_STEP_SAMPLES = 4  # target steps of each kind before the round model may say "off"
 MAX_MISS_AT_ONE = 0.9  # the planned miss probability of a single branch, at most
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vllm_ssd.server.policy import SpeculationPolicy
+from vllm_ssd.server.speculation.policy import SpeculationPolicy
 
 
 class SpeculationCacheMode:

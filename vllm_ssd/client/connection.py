@@ -1,4 +1,5 @@
-"""DraftClient: starts, talks to, and restarts the draft server process.
+"""ServerConnection: the proposer's connection to its draft server process (started and
+stopped through ``server_process``), the handshake, steps and statistics over it.
 
 Local-only IPC: a ZMQ DEALER socket on ``ipc://<private dir>/draft-<pid>-<n>.sock``
 (the directory is created 0700), plus a random token checked in the handshake; the
@@ -10,59 +11,24 @@ without drafts.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import secrets
-import shutil
-import subprocess
-import sys
 import time
-from dataclasses import dataclass
 from itertools import count
 
 import msgspec
 import zmq
 
 from vllm_ssd import protocol as P
-from vllm_ssd.cpu_isa import cap_environment, detect_cpu_isa
-from vllm_ssd.reaper import kill_off_the_critical_path, stop_gracefully
-from vllm_ssd.runtime_files import new_socket_path, write_private
+from vllm_ssd.client.errors import DraftServerUnavailable, StepDeadlineMissed
+from vllm_ssd.client.runtime_files import new_socket_path, write_private
+from vllm_ssd.client.server_process import ServerProcess, spawn_server, stop_server
 from vllm_ssd.settings import SSDSettings
 
 logger = logging.getLogger(__name__)
-_THREAD_ENV = ("OMP_NUM_THREADS", "OMP_PLACES", "OMP_PROC_BIND", "GOMP_CPU_AFFINITY",
-               "KMP_AFFINITY", "KMP_BLOCKTIME", "KMP_TPAUSE")
 POLL_SLICE_MS = 20
-# oneDNN keeps a primitive per GEMM shape, up to 1024 by default; the draft's passes come
-# in many row counts, so the server's memory grew by hundreds of MB before levelling off.
-# vLLM's GEMM handlers keep their own 32 per layer; a global 64 bounds the growth (the
-# tiny test models' soak used the same CPU time with 0, 64 and 1024). A value set in the
-# environment wins.
-ONEDNN_CACHE_VARIABLE, ONEDNN_CACHE_ENTRIES = "ONEDNN_PRIMITIVE_CACHE_CAPACITY", "64"
-# the server runs the same vllm_ssd as this proposer, whatever the working directory holds
-_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_SERVER_BOOT = ("import sys; sys.path.insert(0, sys.argv.pop(1)); "
-                "from vllm_ssd.server.__main__ import main; sys.exit(main())")
-
-
-class DraftServerUnavailable(RuntimeError):
-    pass
-
-
-class StepDeadlineMissed(RuntimeError):
-    """No reply within the step's deadline; the server may still be working on it."""
-
-
-@dataclass
-class ServerProcess:
-    process: subprocess.Popen
-    socket_path: str
-    short_dir: str | None = None  # private directory used when the runtime dir is too deep
-    started_at: float = 0.0  # time.monotonic() of the spawn
-
-
-class DraftClient:
+class ServerConnection:
     def __init__(self, settings: SSDSettings, hello: P.Hello):
         self.settings = settings
         self.hello = hello
@@ -79,6 +45,7 @@ class DraftClient:
         # failed servers replaced so far, as the proposer counts them: in every handshake's
         # base (no server reports fewer) and in the address file
         self.restarts = 0
+        self.spawn = spawn_server  # (settings, socket path, token, stats key) -> Popen
 
     def start(self, wait: bool = True) -> None:
         """Spawns the server and sends the handshake; with ``wait`` blocks for its reply."""
@@ -87,8 +54,8 @@ class DraftClient:
         token, stats_key = secrets.token_hex(16), secrets.token_hex(16)
         self.address_file = self.address_file or name + ".addr"
         self._publish_address(path, stats_key)
-        self.server = ServerProcess(self._spawn(path, token, stats_key), path, short_dir,
-                                    started_at=time.monotonic())
+        self.server = ServerProcess(self.spawn(self.settings, path, token, stats_key), path,
+                                    short_dir, started_at=time.monotonic())
         self.socket = self.context.socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.IDENTITY, secrets.token_bytes(16))
@@ -108,25 +75,6 @@ class DraftClient:
                 write_private(self.address_file, f"{path}\n{stats_key}\nrestarts {self.restarts}\n")
         except OSError as error:  # metrics only: never a reason to fail a step
             logger.warning("vllm_ssd: cannot write %s: %s", self.address_file, error)
-
-    def _spawn(self, path: str, token: str, stats_key: str) -> subprocess.Popen:
-        env = {k: v for k, v in os.environ.items() if k not in _THREAD_ENV}
-        env.setdefault(ONEDNN_CACHE_VARIABLE, ONEDNN_CACHE_ENTRIES)
-        settings = self.settings
-        if settings.draft_device.startswith("cuda"):
-            # the server sees only its own GPU, so it never touches the target's memory
-            env["CUDA_VISIBLE_DEVICES"] = _physical_gpu(settings.draft_device)
-            settings = settings.model_copy(update={"draft_device": "cuda:0"})
-        elif settings.draft_device == "cpu":  # a capped ISA caps oneDNN and PyTorch there too
-            env.update(cap_environment(detect_cpu_isa(), settings.draft_cpu_isa))
-        # not "-m vllm_ssd.server": that imports a vllm_ssd in the working directory first
-        command = [sys.executable, "-c", _SERVER_BOOT, _PACKAGE_ROOT, "--socket", path,
-                   "--settings-json", settings.model_dump_json(),
-                   "--parent-pid", str(os.getpid()), "--secrets-on-stdin"]
-        process = subprocess.Popen(command, env=env, stdin=subprocess.PIPE)
-        process.stdin.write(json.dumps({"token": token, "stats_key": stats_key}).encode() + b"\n")
-        process.stdin.close()  # a pipe: read once by the server, then gone
-        return process
 
     def ready(self) -> bool:
         """Non-blocking: completes a pending handshake if its reply has arrived; a server
@@ -257,11 +205,7 @@ class DraftClient:
             except zmq.ZMQError:
                 pass
         if self.server is not None:
-            (stop_gracefully if graceful else kill_off_the_critical_path)(self.server.process)
-            if os.path.exists(self.server.socket_path):
-                os.unlink(self.server.socket_path)
-            if self.server.short_dir:
-                shutil.rmtree(self.server.short_dir, ignore_errors=True)
+            stop_server(self.server, graceful)
         if self.socket is not None:
             self.socket.close()
         self.socket, self.server, self.awaiting_hello = None, None, False
@@ -287,12 +231,3 @@ def _checked(reply) -> P.StepReply:
     if isinstance(reply, P.ErrorReply):
         raise DraftServerUnavailable(f"draft server error: {reply.error}")
     return reply
-
-
-def _physical_gpu(device: str) -> str:
-    """cuda:N of this process -> the id to put in the child's CUDA_VISIBLE_DEVICES."""
-    index = int(device.partition(":")[2] or 0)
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible:
-        return visible.split(",")[index].strip()
-    return str(index)

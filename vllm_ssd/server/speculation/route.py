@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vllm_ssd.server.switch import exploration_period
+from vllm_ssd.server.speculation.switch import exploration_period
 
 ROUTES = ("ssd", "sd")
 ROUTE_EXPLORE_EVERY = 64  # steps between windows of the other route (unless clear)

@@ -14,10 +14,10 @@ import logging
 from dataclasses import replace
 
 from vllm_ssd.saguaro.estimators import MeasuredRate
-from vllm_ssd.server.policy import SpeculationPolicy
-from vllm_ssd.server.route import RouteState, choose_route, first_route
+from vllm_ssd.server.speculation.policy import SpeculationPolicy
+from vllm_ssd.server.speculation.route import RouteState, choose_route, first_route
+from vllm_ssd.server.speculation.switch import SwitchState, decide, stand_aside_verdict
 from vllm_ssd.server.stats import ServerStats
-from vllm_ssd.server.switch import SwitchState, decide, stand_aside_verdict
 from vllm_ssd.settings import SSDSettings
 
 logger = logging.getLogger(__name__)

@@ -4,6 +4,9 @@
 #   call 2: bash benchmarks/gpu/session.sh install bench    (carry .gb2: the rest)
 #   call 3: bash benchmarks/gpu/session.sh bench_more glue
 #   call 4: bash benchmarks/gpu/session.sh tests
+# Calls 2-4 start with SSD_SOURCE_COMMIT=<commit>[+dirty], the commit written out as
+# `git rev-parse HEAD` gives it here: the device's copy of the tree may hold a stale .git,
+# and benchmarks/provenance.py records the stated commit instead.
 # bench: Qwen2.5-7B / 0.5B shapes on one GPU, plain / mode sd / the default (plan chosen by
 # measurement) at bs 1, 4, 16, 64, 256 tokens; bench_more: mode ssd, the zero-cost proposer
 # (ceiling) and vLLM's draft_model SD, same settings; glue: the draft's glue pass at every

@@ -18,7 +18,9 @@ sys.path.insert(0, str(REPO))
 from benchmarks.gpu.report_gpu import load as load_gpu  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
-CPU_REPORTS = [RESULTS / "cpu" / "offline-amx-report.json"]
+# every CPU report and demo run on record (bench_offline.py's format), one kind of CPU each
+CPU_REPORTS = sorted((RESULTS / "cpu").glob("offline-*-report.json")) + \
+    sorted((RESULTS / "cpu").glob("demo-*.json"))
 GPU_RUNS = [  # (files of one run, where)
     ([RESULTS / "gpu" / "two-h200-qwen7b.jsonl"],
      "2 × H200 (SSD's draft on the second), Qwen2.5-7B/0.5B shapes"),
@@ -73,9 +75,15 @@ def cpu_rows(path: Path) -> list[list[str]]:
                     "1.5B/0.5B, measured hits", commit, str(ssd["batch_size"]),
                     f"{ssd['temperature']:g}", tok_s("plain", ssd), tok_s(sd_method, ssd),
                     f"{ssd_sd['decode_tok_s']:.2f}" if ssd_sd else "–", "–",
-                    f"**{ssd['decode_tok_s']:.2f}**", f"{ssd['hit_rate']:.0%}",
+                    f"**{ssd['decode_tok_s']:.2f}**" + _plan_note(ssd),
+                    f"{ssd['hit_rate']:.0%}" if ssd.get("hit_rate") is not None else "–",
                     f"`cpu/{path.name}`"])
     return out
+
+
+def _plan_note(ssd: dict) -> str:
+    """" (stood aside)" where speculation stood aside for good during the run."""
+    return " (stood aside)" if ssd.get("plan") == "stood aside" else ""
 
 
 def gpu_rows(paths: list[Path], where: str) -> list[list[str]]:

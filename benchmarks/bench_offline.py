@@ -41,9 +41,13 @@ POSITIVE_T_ONLY = {"vllm_sd_fixed"}  # vLLM SD with the #55005 fix: equal to vll
 PRESETS = {
     "full": dict(methods="plain,vllm_sd,vllm_sd_fixed,ssd_sd,ssd", batch_sizes=[1, 8],
                  temperatures=[0.0, 0.7], per_dataset=2, max_tokens=64, placements={},
+                 max_prompt_chars=None,
                  enforce_eager=False, max_num_batched_tokens=None, out=HERE / "results" / "cpu"),
     "demo": dict(methods="plain,vllm_sd,ssd", batch_sizes=[1], temperatures=[0.0],
                  per_dataset=1, max_tokens=48,
+                 # the first CNN/DM article (3,259 characters) took 92-118 s to prefill per
+                 # engine on 2 AVX2 cores; the demo takes each dataset's first prompt this short
+                 max_prompt_chars=1500,
                  placements={"plain": ["2 cores"], "vllm_sd": ["2 cores"]},
                  enforce_eager=True,  # no torch.compile: each engine starts minutes sooner
                  # vLLM's start-up profiles one forward of this many tokens (2048 by default:
@@ -51,7 +55,8 @@ PRESETS = {
                  max_num_batched_tokens=256,
                  out=Path(os.environ.get("SSD_SCRATCH", HERE.parent / ".scratch")) / "demo"),
 }
-FULL_BENCHMARK = ("A short run (4 prompts x 48 tokens, no torch.compile): its numbers move with "
+FULL_BENCHMARK = ("A short run (4 prompts of at most 1,500 characters x 48 tokens, no "
+                  "torch.compile): its numbers move with "
                   "other load on this machine.\nThe full benchmark: python benchmarks/"
                   "bench_offline.py --tag report (about 2 hours on 2 cores); the committed "
                   "results and how each was made: benchmarks/results/cpu/README.md")
@@ -67,6 +72,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-sizes", type=lambda s: [int(x) for x in s.split(",")])
     parser.add_argument("--temperatures", type=lambda s: [float(x) for x in s.split(",")])
     parser.add_argument("--per-dataset", type=int, help="prompts per dataset")
+    parser.add_argument("--max-prompt-chars", type=int,
+                        help="only prompts this short (default: the preset's; full: any)")
     parser.add_argument("--max-tokens", type=int)
     parser.add_argument("--ssd-settings", default="{}", help="extra SSD settings as JSON")
     parser.add_argument("--enforce-eager", action="store_true", default=None,
@@ -101,7 +108,7 @@ def configs(args) -> list[dict]:
         draft=str(models / "qwen2.5-coder-0.5b-instruct"), k=args.k, budget=args.budget,
         batch_sizes=args.batch_sizes, max_tokens=args.max_tokens, enforce_eager=args.enforce_eager,
         max_num_batched_tokens=args.max_num_batched_tokens,
-        prompts=prompt_sets.mixed(args.per_dataset), ssd_settings=json.loads(args.ssd_settings))
+        prompts=prompt_sets.mixed(args.per_dataset, args.max_prompt_chars), ssd_settings=json.loads(args.ssd_settings))
     out = []
     for method in args.methods.split(","):
         temperatures = [t for t in args.temperatures if t > 0 or method not in POSITIVE_T_ONLY]

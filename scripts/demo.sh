@@ -2,7 +2,8 @@
 # The main job on an embedded default: install, build the offline Qwen2.5-Coder pair, and
 # compare SSD with plain decoding and vLLM's own speculative decoding (draft_model) on this
 # CPU: three engines (plain on both cores, vLLM SD on both cores, SSD with its target on
-# CPU 0 and its draft server on CPU 1), batch size 1, greedy, 4 prompts x 48 tokens, engines
+# CPU 0 and its draft server on CPU 1), batch size 1, greedy, 4 prompts (each dataset's first
+# of at most 1,500 characters) x 48 tokens, engines
 # without torch.compile (it cost 1.5-2.5 min per engine). Under 10 minutes on 2 cores once
 # the models are built; shows each engine's progress; ends with one side-by-side table (with
 # the plan SSD ran) and where the time went (install, model build, each engine).

@@ -49,8 +49,8 @@ def cpu_info(path: str = "/proc/cpuinfo") -> dict:
 
 
 def git_state(repo: Path = REPO) -> dict:
-    """The checkout's commit and dirty flag (as stated in SOURCE_COMMIT_VARIABLE where set); both None (and ``commit_note`` says why) where
-    ``repo`` is not itself a git checkout (a copied tree, as on the GPU machine: git would
+    """The checkout's commit and dirty flag (as stated in SOURCE_COMMIT_VARIABLE where set);
+    both None (and ``commit_note`` says why) where ``repo`` is not itself a git checkout (a copied tree, as on the GPU machine: git would
     otherwise report whatever repository encloses the copy)."""
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(repo), *args], capture_output=True,

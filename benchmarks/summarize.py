@@ -9,7 +9,7 @@ from vllm_ssd.vllm_seam.metrics import summary
 
 # get_ssd_metrics adds rates derived from the counters: they are not counters, never diffed
 RATES = frozenset(summary({}))
-BUILD_DEADLINE = SSDSettings.model_fields["build_deadline"].default  # a row's, unless recorded
+BUILD_DEADLINE = SSDSettings.model_fields["build_deadline"].default  # the benchmarks' setting
 GAUGES = frozenset({"stood_aside"})  # a state (1.0 once speculation stood aside for good)
 PLANS = {"ssd": "auto", "ssd_ssd": "ssd", "ssd_sd": "sd"}  # an SSD method -> its ``mode``
 PLAN_STEPS = (("ssd", "steps_ssd"), ("sd", "steps_sd"), ("off", "steps_without_speculation"))
@@ -183,6 +183,6 @@ def add_comparisons(rows: list[dict]) -> list[dict]:
             t_b = row["backup_neural_ms"] / step_ms
             factor = server_round_throughput(row["batch_size"], row["hit_rate"], row["e_hit"],
                                              row["e_miss"], row["t_p_over_t_v"], t_b,
-                                             row.get("build_deadline", BUILD_DEADLINE))
+                                             BUILD_DEADLINE)
             row["model_decode_tok_s"] = plain_1["decode_tok_s"] * factor
     return rows

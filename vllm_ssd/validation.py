@@ -97,11 +97,13 @@ def shares_gpu(draft_device: str, target_device: str | None, current_index: int 
     target = str(target_device or "")
     if not draft_device.startswith("cuda") or not target.startswith("cuda"):
         return False
+    return cuda_index(draft_device) == cuda_index(target, current_index)
 
-    def index(name: str, default: int) -> int:
-        number = name.partition(":")[2]
-        return int(number) if number else default
-    return index(draft_device, 0) == index(target, current_index)
+
+def cuda_index(device: str, default: int = 0) -> int:
+    """'cuda:N' -> N; a bare 'cuda' -> ``default``."""
+    number = device.partition(":")[2]
+    return int(number) if number else default
 
 
 def check_quantization(quantization: str, device: str) -> None:

@@ -28,6 +28,8 @@ from vllm_ssd.settings import SSDSettings
 
 logger = logging.getLogger(__name__)
 POLL_SLICE_MS = 20
+
+
 class ServerConnection:
     def __init__(self, settings: SSDSettings, hello: P.Hello):
         self.settings = settings

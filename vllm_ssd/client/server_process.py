@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from vllm_ssd.client.reaper import kill_off_the_critical_path, stop_gracefully
 from vllm_ssd.cpu_isa import cap_environment, detect_cpu_isa
 from vllm_ssd.settings import SSDSettings
+from vllm_ssd.validation import cuda_index
 
 _THREAD_ENV = ("OMP_NUM_THREADS", "OMP_PLACES", "OMP_PROC_BIND", "GOMP_CPU_AFFINITY",
                "KMP_AFFINITY", "KMP_BLOCKTIME", "KMP_TPAUSE")
@@ -69,7 +70,7 @@ def stop_server(server: ServerProcess, graceful: bool) -> None:
 
 def _physical_gpu(device: str) -> str:
     """cuda:N of this process -> the id to put in the child's CUDA_VISIBLE_DEVICES."""
-    index = int(device.partition(":")[2] or 0)
+    index = cuda_index(device)
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible:
         return visible.split(",")[index].strip()

@@ -22,7 +22,7 @@ from itertools import chain
 import numpy as np
 
 from vllm_ssd import protocol as P
-from vllm_ssd.client import ServerConnection, DraftServerUnavailable, StepDeadlineMissed
+from vllm_ssd.client import DraftServerUnavailable, ServerConnection, StepDeadlineMissed
 from vllm_ssd.client.deadline import StepDeadline
 from vllm_ssd.vllm_seam.cpu_cores import core_gain, give_cores_to_target
 from vllm_ssd.vllm_seam.metrics import StatsLogger

@@ -75,11 +75,11 @@ class Counters:
     draft server's own counters under ``"ssd"`` (None where the server never answered)."""
 
     def __init__(self, llm, method: str):
-        from vllm_ssd.vllm_seam.metrics import ServerTotals
+        from vllm_ssd.client.stats_totals import SSDTotals
 
         self.llm = llm
         self.runtime_dir = ssd_runtime_dir(llm) if method.startswith("ssd") else None
-        self.totals = ServerTotals()  # summed over clients, monotonic across restarts
+        self.totals = SSDTotals(read=dict)  # summed over clients, monotonic across restarts
 
     def take(self) -> dict:
         out = {}
@@ -96,7 +96,7 @@ class Counters:
 
     def read_ssd(self) -> dict | None:
         """One reading of the draft server's counters; None unless every client answered."""
-        from vllm_ssd.vllm_seam.metrics import read_server_stats
+        from vllm_ssd.client.stats_reader import read_server_stats
 
         readings = read_server_stats(self.runtime_dir)
         if not readings or None in readings.values():

@@ -5,7 +5,7 @@ import numpy as np
 
 from vllm_ssd.saguaro.speed_model import server_round_throughput
 from vllm_ssd.settings import SSDSettings
-from vllm_ssd.vllm_seam.metrics import summary
+from vllm_ssd.client.stats_totals import summary
 
 # get_ssd_metrics adds rates derived from the counters: they are not counters, never diffed
 RATES = frozenset(summary({}))

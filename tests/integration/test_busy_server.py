@@ -11,7 +11,7 @@ from vllm_ssd import protocol as P
 from vllm_ssd.client import ServerConnection
 from vllm_ssd.client.deadline import MIN_REPLIES, step_deadline_s
 from vllm_ssd.settings import SSDSettings
-from vllm_ssd.vllm_seam.metrics import read_server_stats
+from vllm_ssd.client.stats_reader import read_server_stats
 
 LONG_PROMPT = 2000
 

@@ -6,6 +6,7 @@ import pytest
 
 from vllm_ssd import protocol as P
 from vllm_ssd.server.frame_guard import FrameGuard, StepLimits, step_problem
+from vllm_ssd.server.stats import ServerStats
 
 LIMITS = StepLimits(max_slots=4, max_drafts=3, vocab_size=512, max_len=64)
 PEER, OTHER = b"proposer", b"intruder"
@@ -78,28 +79,45 @@ def test_a_bad_temperature_is_refused():
     assert "temperature" in problem(request)
 
 
-def bound_guard() -> tuple[FrameGuard, dict]:
-    counters: dict[str, float] = {}
-    guard = FrameGuard(stats_key="k3y", counters=counters)
+def dropped(stats: ServerStats) -> tuple[float, float]:
+    return stats.scalars["rejected_frames"], stats.scalars["foreign_frames"]
+
+
+def bound_guard() -> tuple[FrameGuard, ServerStats]:
+    stats = ServerStats(max_drafts=3)
+    guard = FrameGuard(stats_key="k3y")
+    guard.count_drops_with(stats.observe_dropped_frame)
     guard.bind(PEER, LIMITS)
-    return guard, counters
+    return guard, stats
+
+
+def test_drops_before_the_counts_exist_are_handed_over():
+    guard = FrameGuard(stats_key="k3y")
+    assert guard.admit_hello([PEER, b"\x00\xff garbage"]) is None
+    assert guard.admit_hello([PEER, P.encode(P.StatsRequest(key="k3y"))]) is None  # uncounted
+    stats = ServerStats(max_drafts=3)
+    guard.count_drops_with(stats.observe_dropped_frame)
+    assert dropped(stats) == (1.0, 0.0)
+    guard.bind(PEER, LIMITS)
+    assert guard.admit([OTHER, P.encode(step())]) is None
+    assert dropped(stats) == (2.0, 1.0)
 
 
 def test_the_proposers_frames_are_admitted():
-    guard, counters = bound_guard()
+    guard, stats = bound_guard()
     for message in (step(), P.StatsRequest(), P.Shutdown()):
         identity, admitted = guard.admit([PEER, P.encode(message)])
         assert identity == PEER and admitted == message
-    assert counters == {}
+    assert dropped(stats) == (0.0, 0.0)
 
 
 def test_another_peer_gets_nothing_but_keyed_stats():
-    guard, counters = bound_guard()
+    guard, stats = bound_guard()
     for message in (P.Shutdown(), step(), P.StatsRequest(), P.StatsRequest(key="wrong"),
                     P.Hello(version=P.PROTOCOL_VERSION, token="", num_speculative_tokens=3,
                             target_vocab_size=512, max_model_len=64, max_num_seqs=4)):
         assert guard.admit([OTHER, P.encode(message)]) is None
-    assert counters == {"rejected_frames": 5.0, "foreign_frames": 5.0}
+    assert dropped(stats) == (5.0, 5.0)
     assert guard.admit([OTHER, P.encode(P.StatsRequest(key="k3y"))])[0] == OTHER
 
 
@@ -114,9 +132,9 @@ def test_another_peer_gets_nothing_but_keyed_stats():
     [PEER, P.encode(P.StepReply(seq=1, num_drafts=b"", draft_tokens=b"", is_hit=b""))],
 ])
 def test_malformed_frames_are_dropped_and_counted(parts):
-    guard, counters = bound_guard()
+    guard, stats = bound_guard()
     assert guard.admit(parts) is None
-    assert counters["rejected_frames"] == 1.0 and "foreign_frames" not in counters
+    assert dropped(stats) == (1.0, 0.0)
 
 
 def test_each_kind_of_problem_is_logged_once(caplog):

@@ -1,6 +1,7 @@
 """Every vllm:ssd_* series is on /metrics from the first scrape and stays there, monotonic,
 while a draft server restarts (no server answers) or a new one starts from older counts."""
-from vllm_ssd.vllm_seam.metrics import COUNTERS, MonotonicTotals, ServerTotals, SSDMetricsCollector
+from vllm_ssd.client.stats_totals import MonotonicTotals, SSDTotals
+from vllm_ssd.vllm_seam.metrics import COUNTERS, SSDMetricsCollector
 
 ADDR = "/run/draft-1-ab.addr"
 
@@ -49,8 +50,16 @@ def test_monotonic_totals_never_drop():
 
 
 def test_a_shut_down_engine_leaves_the_sum_a_live_one_stays():
-    totals = ServerTotals()
+    totals = SSDTotals(read=dict)
     assert totals.update({"a.addr": {"lookups": 5.0}, "b.addr": {"lookups": 3.0}}) == \
         {"lookups": 8.0}
     assert totals.update({"a.addr": None, "b.addr": {"lookups": 4.0}}) == {"lookups": 9.0}
     assert totals.update({"b.addr": {"lookups": 4.0}}) == {"lookups": 4.0}  # a.addr removed
+
+
+def test_every_reader_sees_counters_with_their_rates():
+    readings = {"a.addr": {"lookups": 8.0, "hits": 6.0}, "b.addr": {"lookups": 2.0, "hits": 0.0}}
+    current = SSDTotals(read=lambda: readings).current()
+    assert current["lookups"] == 10.0 and current["hit_rate"] == 0.6
+    gauges = scrape(SSDMetricsCollector(read=lambda: readings))
+    assert gauges["vllm:ssd_cache_hit_rate"] == current["hit_rate"]

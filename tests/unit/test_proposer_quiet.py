@@ -5,7 +5,7 @@ import types
 import numpy as np
 
 from vllm_ssd import protocol as P
-from vllm_ssd.vllm_seam.metrics import StatsLogger
+from vllm_ssd.client.stats_log import StatsLogger
 from vllm_ssd.vllm_seam.proposer import SSDProposer
 from vllm_ssd.settings import SSDSettings
 from vllm_ssd.vllm_seam.tracker import RequestTracker

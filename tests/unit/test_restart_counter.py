@@ -26,7 +26,8 @@ from vllm_ssd import protocol as P
 from vllm_ssd.client import ServerConnection
 from vllm_ssd.server.stats import ServerStats
 from vllm_ssd.settings import ADDITIONAL_CONFIG_KEY, SSDSettings
-from vllm_ssd.vllm_seam.metrics import SSDMetricsCollector, get_ssd_metrics, read_server_stats
+from vllm_ssd.client.stats_reader import read_server_stats
+from vllm_ssd.vllm_seam.metrics import SSDMetricsCollector, get_ssd_metrics
 
 K = 4
 TOKENS = np.zeros((1, 64), dtype=np.int32)

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     socket.setsockopt(zmq.LINGER, 0)
     socket.bind(f"ipc://{args.socket}")
     try:
-        return _run(socket, settings, token, FrameGuard(stats_key, {}), args.parent_pid)
+        return _run(socket, settings, token, FrameGuard(stats_key), args.parent_pid)
     finally:
         socket.close()
         context.term()
@@ -80,9 +80,7 @@ def _run(socket, settings: SSDSettings, token: str, guard: FrameGuard, parent_pi
         socket.send_multipart([identity, P.encode(P.HelloReply(
             version=P.PROTOCOL_VERSION, ok=False, error=f"{type(error).__name__}: {error}"))])
         return 1
-    for name, count in guard.counters.items():  # frames dropped before the handshake
-        engine.stats.scalars[name] += count
-    guard.counters = engine.stats.scalars
+    guard.count_drops_with(engine.stats.observe_dropped_frame)
     limits = StepLimits(hello.max_num_seqs, hello.num_speculative_tokens,
                         hello.target_vocab_size, engine.table.max_len)
     guard.bind(identity, limits)

@@ -143,7 +143,7 @@ class StepEngine:
     def _admit(self, slots: np.ndarray, wanted: np.ndarray) -> np.ndarray:
         """Rows whose KV fits this round (the rest get no drafts, counted, until it does)."""
         admitted = self.table.admit(slots, wanted)
-        self.stats.scalars["rows_without_kv"] += float((wanted & ~admitted).sum())
+        self.stats.observe_rows_without_kv(int((wanted & ~admitted).sum()))
         return admitted
 
     def _lifecycle(self, request: P.StepRequest) -> None:

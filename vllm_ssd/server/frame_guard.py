@@ -13,6 +13,7 @@ import hmac
 import logging
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import msgspec
 import numpy as np
@@ -40,13 +41,21 @@ def secret_matches(given: str, expected: str) -> bool:
 
 
 class FrameGuard:
-    def __init__(self, stats_key: str, counters: dict[str, float]):
-        """counters: where drops are counted (the server's stats scalars)."""
+    def __init__(self, stats_key: str, on_drop: Callable[[bool], None] | None = None):
+        """on_drop(foreign): counts a dropped frame (``ServerStats.observe_dropped_frame``);
+        drops before it is set are kept and handed to it by ``count_drops_with``."""
         self.stats_key = stats_key
-        self.counters = counters
+        self.on_drop = on_drop
+        self.early_drops: list[bool] = []  # foreign?, of each drop while on_drop is None
         self.peer: bytes | None = None  # the identity that passed the token check
         self.max_frame_bytes = FRAME_SLACK_BYTES
         self.logged: set[str] = set()
+
+    def count_drops_with(self, on_drop: Callable[[bool], None]) -> None:
+        """From now on drops are counted by ``on_drop``; the earlier ones are handed over."""
+        for foreign in self.early_drops:
+            on_drop(foreign)
+        self.early_drops, self.on_drop = [], on_drop
 
     def bind(self, identity: bytes, limits: StepLimits) -> None:
         self.peer = identity
@@ -89,9 +98,11 @@ class FrameGuard:
         return self.reject("%s before the handshake", type(message).__name__)
 
     def reject(self, reason: str, *args, identity: bytes | None = None) -> None:
-        self.counters["rejected_frames"] = self.counters.get("rejected_frames", 0.0) + 1.0
-        if identity is not None and self.peer is not None and identity != self.peer:
-            self.counters["foreign_frames"] = self.counters.get("foreign_frames", 0.0) + 1.0
+        foreign = identity is not None and self.peer is not None and identity != self.peer
+        if self.on_drop is None:
+            self.early_drops.append(foreign)
+        else:
+            self.on_drop(foreign)
         if reason not in self.logged:
             self.logged.add(reason)
             logger.warning("dropped a frame (counted in rejected_frames; logged once): " + reason,

@@ -94,8 +94,7 @@ class ServerLoop:
                 self._send(identity, P.ErrorReply(seq=request.seq, error=f"rejected: {problem}"))
             return
         self.last_seq = request.seq
-        scalars = self.engine.stats.scalars
-        scalars["deadline_misses"] = max(scalars["deadline_misses"], float(request.deadline_misses))
+        self.engine.stats.observe_deadline_misses(request.deadline_misses)
         try:
             reply = self.engine.step(request)
         except Exception as error:  # report, the client falls back and restarts us

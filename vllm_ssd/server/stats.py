@@ -1,4 +1,6 @@
-"""Cumulative counters of the draft server, shipped with every reply.
+"""Cumulative counters of the draft server, shipped with every reply. ``ServerStats`` is
+their one owner: every count goes through one of its ``observe_*`` methods (``scalars`` is
+for reading).
 
 Names are stable: the proposer logs them, ``vllm_ssd.vllm_seam.metrics`` exports them as
 ``vllm:ssd_*`` Prometheus series. Vectors are flattened as ``name.i``.
@@ -106,6 +108,24 @@ class ServerStats:
         s["build_fraction_sum"] += seconds / target_step_s if target_step_s > 0 else 0.0
         s["branches"] += report.num_branches
         s["branch_depth_sum"] += report.depth_done
+
+    def observe_rows_without_kv(self, rows: int) -> None:
+        """Rows that wanted drafts but found no free draft KV blocks this round."""
+        self.scalars["rows_without_kv"] += float(rows)
+
+    def observe_deadline_misses(self, total: int) -> None:
+        """The proposer's own count of steps whose drafts came too late (cumulative)."""
+        self.scalars["deadline_misses"] = max(self.scalars["deadline_misses"], float(total))
+
+    def observe_stood_aside(self) -> None:
+        self.scalars["stood_aside"] = 1.0
+
+    def observe_dropped_frame(self, foreign: bool) -> None:
+        """A frame the server dropped; ``foreign``: it came from a peer other than the
+        proposer."""
+        self.scalars["rejected_frames"] += 1.0
+        if foreign:
+            self.scalars["foreign_frames"] += 1.0
 
     def snapshot(self) -> dict[str, float]:
         out = dict(self.scalars)

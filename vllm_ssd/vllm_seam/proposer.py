@@ -25,7 +25,7 @@ from vllm_ssd import protocol as P
 from vllm_ssd.client import DraftServerUnavailable, ServerConnection, StepDeadlineMissed
 from vllm_ssd.client.deadline import StepDeadline
 from vllm_ssd.vllm_seam.cpu_cores import core_gain, give_cores_to_target
-from vllm_ssd.vllm_seam.metrics import StatsLogger
+from vllm_ssd.client.stats_log import StatsLogger
 from vllm_ssd.client.pause_log import PauseLog
 from vllm_ssd.client.restarts import RestartSchedule
 from vllm_ssd.settings import SSDSettings

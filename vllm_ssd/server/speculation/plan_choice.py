@@ -103,5 +103,5 @@ class PlanChooser:
             f"{plain:.2f} (x{self.core_gain:.1f} cores once the draft's are free); a draft "
             f"forward takes {1e3 * float(policy.step_cost.predict(1)):.1f} ms against a "
             f"target step of {1e3 * (policy.target_step_s.value or 0.0):.1f} ms")
-        self.stats.scalars["stood_aside"] = 1.0
+        self.stats.observe_stood_aside()
         logger.warning("speculation stands aside for good: %s", self.stand_aside_reason)

@@ -36,6 +36,9 @@ class FakeClient:
     def notify(self, request: P.StepRequest) -> None:
         self.calls.append("notify")
 
+    def retire(self) -> None:
+        self.calls.append("retire")
+
 
 def make_proposer(client) -> SSDProposer:
     proposer = SSDProposer.__new__(SSDProposer)
@@ -115,5 +118,5 @@ def test_a_server_that_stands_aside_gets_no_more_steps_and_gives_its_cores(monke
     proposer = make_proposer(client)
     tokens = np.zeros((1, 64), dtype=np.int32)
     drafts = [proposer.propose([[7]], np.array([4 + i]), tokens) for i in range(3)]
-    assert client.calls == ["step"] and given == [[1]]
+    assert client.calls == ["step", "retire"] and given == [[1]]  # the server stopped
     assert drafts == [[[9]], [[]], [[]]]  # the drafts of that last reply are still used

@@ -197,3 +197,20 @@ def test_every_replacement_counts_and_is_logged(engine, caplog):
     assert launcher.stand_ins[-1].hello.stats_base["restarts"] == 2
     assert get_ssd_metrics(llm)["restarts"] == 2
     assert "restart 2" in caplog.text
+
+
+def test_a_retired_servers_counters_stay_readable_without_it(engine):
+    """Speculation stood aside: the server stops, its last counters stay for the readers."""
+    proposer, launcher, llm = engine
+    run_steps(proposer, 0, 5)
+    process, _ = launcher.spawned[-1]
+    proposer.client.retire()
+    assert proposer.client.server is None
+    assert process.wait(timeout=10) is not None  # the server process is gone
+    launcher.stand_ins[-1].stop()  # nobody answers at its socket any more
+    metrics = get_ssd_metrics(llm)
+    assert metrics["steps"] == 5 and metrics["restarts"] == 0
+    runtime_dir = llm.llm_engine.vllm_config.additional_config[ADDITIONAL_CONFIG_KEY]["runtime_dir"]
+    collector = SSDMetricsCollector(read=lambda: read_server_stats(runtime_dir, timeout_s=0.2))
+    assert {s.name: s.value for f in collector.collect() for s in f.samples}[
+        "vllm:ssd_server_restarts_total"] == 0

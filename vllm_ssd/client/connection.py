@@ -47,6 +47,8 @@ class ServerConnection:
         # failed servers replaced so far, as the proposer counts them: in every handshake's
         # base (no server reports fewer) and in the address file
         self.restarts = 0
+        # a retired server's last counters, published in the address file in its place
+        self.final_counts: dict[str, float] = {}
         self.spawn = spawn_server  # (settings, socket path, token, stats key) -> Popen
 
     def start(self, wait: bool = True) -> None:
@@ -71,10 +73,14 @@ class ServerConnection:
             self._finish_handshake(self.settings.startup_timeout_s)
 
     def _publish_address(self, path: str, stats_key: str) -> None:
-        """The address file: socket path and stats key ("" while no server runs), restarts."""
+        """The address file: socket path and stats key ("" while no server runs), then one
+        ``name value`` line per counter the client keeps (restarts, a retired server's)."""
+        counts = {**self.final_counts,
+                  "restarts": max(float(self.restarts), self.final_counts.get("restarts", 0.0))}
+        lines = "".join(f"{name} {value!r}\n" for name, value in counts.items())
         try:
             if self.address_file:
-                write_private(self.address_file, f"{path}\n{stats_key}\nrestarts {self.restarts}\n")
+                write_private(self.address_file, f"{path}\n{stats_key}\n{lines}")
         except OSError as error:  # metrics only: never a reason to fail a step
             logger.warning("vllm_ssd: cannot write %s: %s", self.address_file, error)
 
@@ -212,6 +218,16 @@ class ServerConnection:
             self.socket.close()
         self.socket, self.server, self.awaiting_hello = None, None, False
         self._publish_address("", "")
+
+    def retire(self) -> None:
+        """Stops the server for good (speculation stood aside): its last counters go into the
+        address file, where metrics readers find them without a server; its memory (weights,
+        KV cache) and process are freed."""
+        try:
+            self.final_counts = dict(self.stats())
+        except DraftServerUnavailable as error:
+            logger.warning("vllm_ssd: the retiring draft server sent no final counters: %s", error)
+        self.close_server(graceful=True)
 
     def close(self) -> None:
         address, self.address_file = self.address_file, None  # readers stop counting us

@@ -144,14 +144,17 @@ class SSDProposer:
         return drafts
 
     def _stand_aside(self, reason: str) -> None:
-        """No more steps: vLLM decodes without drafts; a CPU draft's cores go to the target
-        (the idle server stays up to answer /metrics)."""
+        """No more steps: vLLM decodes without drafts; the draft server stops (its counters
+        stay readable, see ``ServerConnection.retire``) and a CPU draft's cores go to the
+        target."""
         self.stood_aside = True
-        cores = "the draft runs on a GPU"
+        self.client.retire()
+        cores = "the draft ran on a GPU"
         if self.settings.draft_device == "cpu":
             cores = give_cores_to_target(self.settings.draft_cpu_list())
         logger.warning("vllm_ssd: speculation does not pay here and stands aside for good: "
-                       "%s; %s (setting stand_aside=false keeps drafting)", reason, cores)
+                       "%s; the draft server stopped (its memory freed, its counters kept); "
+                       "%s (setting stand_aside=false keeps drafting)", reason, cores)
 
     def _make_step(self, req_ids, sampled, num_tokens, token_ids_cpu, target_step_s):
         sync = self.tracker.sync(req_ids)

@@ -34,10 +34,15 @@ class PlanChooser:
         self.core_gain = core_gain
         self.switch = SwitchState()
         self.route = RouteState(preferred=first_route(shares_target_gpu))
-        if settings.mode == "auto":
-            logger.info("speculation route: %s first (%s), the other measured in windows",
-                        self.route.preferred, "the draft shares the target's GPU"
-                        if shares_target_gpu else "the draft has a device of its own")
+        # a draft on the target's GPU drafts just in time: its cache builds slow the
+        # target's steps, and the cache route never measured faster there (route.py)
+        self.fixed_route = "sd" if shares_target_gpu else None
+        if settings.mode == "auto" and self.fixed_route:
+            logger.info("speculation route: sd (the draft shares the target's GPU; "
+                        "mode: ssd forces the speculation cache)")
+        elif settings.mode == "auto":
+            logger.info("speculation route: ssd first (the draft has a device of its own), "
+                        "sd measured in windows")
         self.stand_aside_reason = ""  # set once speculation stands aside for good
 
     def may_switch_off(self) -> bool:
@@ -54,6 +59,8 @@ class PlanChooser:
     def _route(self, step: int, batch_size: int) -> str:
         if self.settings.mode != "auto":
             return self.settings.mode
+        if self.fixed_route:
+            return self.fixed_route
         rates = {name: rate.value for name, rate in self.policy.route_rates.items()}
         decision = choose_route(step, batch_size, rates, self.route)
         if decision.window_ended:

@@ -8,9 +8,10 @@ takes one of two routes:
   the target's);
 - ``sd``: a just-in-time draft after each outcome (no build, the draft on the critical path).
 
-Until measured, the cache route runs first where the draft has a device of its own, and
-just-in-time drafts where it shares the target's GPU (a build there lengthens the target's
-step: +47% with Qwen2.5-7B / 0.5B shapes on one H100, benchmarks/results/gpu).
+Until measured, the cache route runs first where the draft has a device of its own. Where
+it shares the target's GPU, ``PlanChooser`` keeps just-in-time drafts without windows (a
+build there lengthens the target's step: +47% with Qwen2.5-7B / 0.5B shapes on one H100, and
+the cache route measured slower than ``sd`` at every batch size, benchmarks/results/gpu).
 The route with the most tokens per row per second of whole rounds (target step + the
 proposer's wait) runs; for ROUTE_WINDOW_STEPS of every ROUTE_EXPLORE_EVERY steps the other
 route runs, so both stay measured as the regime changes (a window measures its route

@@ -17,7 +17,7 @@ mkdir -p "$OUT" /tmp/parts
 export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH VLLM_USE_FLASHINFER_SAMPLER=0 \
   VLLM_NO_USAGE_STATS=1 HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 DRAFT=benchmarks/gpu/configs/qwen2.5-0.5b
-BATCHES=1,4,16,64
+BATCHES=${BATCHES:-1,4,16,64}  # batch sizes of bench and bench_more
 for step in "$@"; do
   echo "[session] $step $(date -u +%T)"
   case $step in

@@ -4,7 +4,7 @@
 # CPU: three engines (plain on both cores, vLLM SD on both cores, SSD with its target on
 # CPU 0 and its draft server on CPU 1), batch size 1, greedy, 4 prompts (each dataset's first
 # of at most 1,500 characters) x 48 tokens, engines
-# without torch.compile (it cost 1.5-2.5 min per engine). About 14 minutes on 2 AVX2 cores
+# without torch.compile (it cost 1.5-2.5 min per engine). 14-17 minutes on 2 AVX2 cores
 # once the models are built; shows each engine's progress; ends with one side-by-side table (with
 # the plan SSD ran) and where the time went (install, model build, each engine).
 # Results go to .scratch/demo/ (the committed results in benchmarks/results/ stay as they are).

@@ -3,7 +3,7 @@ route is unmeasured, periodic windows after, and a switch only on a clear enough
 from vllm_ssd.server.speculation.switch import CLEAR_EXPLORE_EVERY, CLEAR_MARGIN
 from vllm_ssd.server.speculation.route import (ROUTE_EXPLORE_EVERY, ROUTE_FIRST_WINDOW, ROUTE_HYSTERESIS,
                                    ROUTE_PHASE, ROUTE_WINDOW_STEPS, RouteState, choose_route,
-                                   first_route, preferred_after_window)
+                                   fixed_route, preferred_after_window)
 
 
 def run(rates_at, steps: int, state=RouteState(), batch_at=lambda step: 4):
@@ -61,9 +61,9 @@ def test_a_clear_margin_at_the_same_batch_size_makes_windows_rare():
     assert sd_steps[:16] == window(ROUTE_FIRST_WINDOW) + window(2 * ROUTE_EXPLORE_EVERY + ROUTE_PHASE)
 
 
-def test_on_the_target_gpu_just_in_time_drafts_run_first_and_the_cache_is_measured_early():
-    assert first_route(shares_target_gpu=False) == "ssd"
+def test_a_preference_for_just_in_time_drafts_still_measures_the_cache_early():
+    assert fixed_route(shares_target_gpu=True) == "sd" and fixed_route(False) is None
     routes, state = run(lambda step: {"sd": 1.2, "ssd": 1.0 if step >= 20 else None},
-                        ROUTE_EXPLORE_EVERY, state=RouteState(preferred=first_route(True)))
+                        ROUTE_EXPLORE_EVERY, state=RouteState(preferred="sd"))
     assert [i for i, route in enumerate(routes) if route == "ssd"] == window(ROUTE_FIRST_WINDOW)
     assert state.preferred == "sd"

@@ -36,7 +36,7 @@ class StepEngine:
                  max_slots: int, max_len: int, stats: ServerStats, core_gain: float = 1.0,
                  shares_target_gpu: bool = False):
         """core_gain: the target's cores x this with the draft's (see ``switch``);
-        shares_target_gpu: the draft runs on the target's GPU (see ``route.first_route``)."""
+        shares_target_gpu: the draft runs on the target's GPU (see ``route.fixed_route``)."""
         self.settings = settings
         self.mode = MODES["sd" if settings.mode == "sd" else "ssd"]  # this step's route
         self.max_drafts = max_drafts

@@ -41,11 +41,11 @@ def secret_matches(given: str, expected: str) -> bool:
 
 
 class FrameGuard:
-    def __init__(self, stats_key: str, on_drop: Callable[[bool], None] | None = None):
-        """on_drop(foreign): counts a dropped frame (``ServerStats.observe_dropped_frame``);
-        drops before it is set are kept and handed to it by ``count_drops_with``."""
+    def __init__(self, stats_key: str):
+        """Drops are counted by the callable ``count_drops_with`` sets
+        (``ServerStats.observe_dropped_frame``); those before it are kept and handed over."""
         self.stats_key = stats_key
-        self.on_drop = on_drop
+        self.on_drop: Callable[[bool], None] | None = None
         self.early_drops: list[bool] = []  # foreign?, of each drop while on_drop is None
         self.peer: bytes | None = None  # the identity that passed the token check
         self.max_frame_bytes = FRAME_SLACK_BYTES

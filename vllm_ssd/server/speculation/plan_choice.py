@@ -15,7 +15,7 @@ from dataclasses import replace
 
 from vllm_ssd.saguaro.estimators import MeasuredRate
 from vllm_ssd.server.speculation.policy import SpeculationPolicy
-from vllm_ssd.server.speculation.route import RouteState, choose_route, first_route
+from vllm_ssd.server.speculation.route import RouteState, choose_route, fixed_route
 from vllm_ssd.server.speculation.switch import SwitchState, decide, stand_aside_verdict
 from vllm_ssd.server.stats import ServerStats
 from vllm_ssd.settings import SSDSettings
@@ -27,16 +27,14 @@ class PlanChooser:
     def __init__(self, settings: SSDSettings, policy: SpeculationPolicy, stats: ServerStats,
                  core_gain: float = 1.0, shares_target_gpu: bool = False):
         """core_gain: the target's cores x this with the draft's (see ``switch``);
-        shares_target_gpu: the draft runs on the target's GPU (see ``route.first_route``)."""
+        shares_target_gpu: the draft runs on the target's GPU (see ``route.fixed_route``)."""
         self.settings = settings
         self.policy = policy
         self.stats = stats
         self.core_gain = core_gain
         self.switch = SwitchState()
-        self.route = RouteState(preferred=first_route(shares_target_gpu))
-        # a draft on the target's GPU drafts just in time: its cache builds slow the
-        # target's steps, and the cache route never measured faster there (route.py)
-        self.fixed_route = "sd" if shares_target_gpu else None
+        self.route = RouteState()
+        self.fixed_route = fixed_route(shares_target_gpu)
         if settings.mode == "auto" and self.fixed_route:
             logger.info("speculation route: sd (the draft shares the target's GPU; "
                         "mode: ssd forces the speculation cache)")

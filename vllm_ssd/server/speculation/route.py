@@ -49,9 +49,10 @@ class RouteDecision:
     window_ended: bool  # a window just ended: the preference was re-judged
 
 
-def first_route(shares_target_gpu: bool) -> str:
-    """The preferred route before any window measured the other."""
-    return "sd" if shares_target_gpu else "ssd"
+def fixed_route(shares_target_gpu: bool) -> str | None:
+    """The route ``mode: auto`` keeps without windows: ``sd`` for a draft on the target's GPU
+    (its cache builds slow the target's steps); None where routes are measured."""
+    return "sd" if shares_target_gpu else None
 
 
 def other_route(route: str) -> str:
